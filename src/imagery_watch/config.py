@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -100,7 +100,6 @@ class ProcessingSection:
     pixel_size_m: float = 0.0
     max_shift_px: float = 4.0
     gdal_cachemax_mb: int = 256
-    write_transition_raster: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,7 @@ class _Reader:
         if raw is None or raw == "":
             return None if raw is None or default is None else Path(raw)
         p = Path(raw).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
 
     def layer(self, key: str, default: Any = None) -> LayerRef | None:
         self.used.add(key)
@@ -218,7 +217,7 @@ def _parse_layer_string(value: str, base_dir: Path) -> LayerRef:
     if ":" in value and not (len(value) > 1 and value[1] == ":" and value.count(":") == 1):
         path, _, layer = value.rpartition(":")
     p = Path(path).expanduser()
-    return LayerRef(path=p if p.is_absolute() else base_dir / p, layer=layer or None)
+    return LayerRef(path=p if p.is_absolute() else (base_dir / p).resolve(), layer=layer or None)
 
 
 def _parse_classes(reader: _Reader, key: str) -> frozenset:
@@ -326,7 +325,6 @@ def parse_config(data: Mapping, *, base_dir: Path | str = ".", source: str = "<c
         pixel_size_m=p.get("pixel_size_m", float, 0.0),
         max_shift_px=p.get("max_shift_px", float, 4.0),
         gdal_cachemax_mb=p.get("gdal_cachemax_mb", int, 256),
-        write_transition_raster=p.get("write_transition_raster", bool, False),
     )
     if not 128 <= processing.chunk_px <= 16384:
         raise p.fail("chunk_px", f"expected 128..16384 pixels, found {processing.chunk_px}")
@@ -404,4 +402,3 @@ __all__ = [
     "ProcessingSection", "DetectionSection", "load_config", "parse_config", "default_rules",
     "WHERE_VALUES", "BAND_NAMES",
 ]
-_ = field  # keep import for dataclass users

@@ -1,0 +1,383 @@
+"""Reading orthophoto epochs: single GeoTIFF/COG/VRT files or folders of map sheets.
+
+An epoch given as a folder of sheets becomes one virtual mosaic (a GDAL VRT written
+next to the job's outputs), so every later step sees one raster. Tasks receive
+:class:`EpochReader` objects, which hold only paths and numbers (they pickle), and open
+the file themselves: the same code runs on threads or on a ``dask.distributed`` cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from ..errors import GridMismatchError, InputFileError
+
+log = logging.getLogger(__name__)
+
+#: file name patterns taken as sheets when an epoch is a folder
+SHEET_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the job needs to know about one epoch raster (no open handles).
+
+    Attributes
+    ----------
+    path : str
+        The file GDAL opens (the VRT when the epoch is a folder of sheets).
+    source : str
+        What the user named (file or folder).
+    crs_wkt : str
+        Coordinate reference system as WKT.
+    transform : tuple of 6 floats
+        Affine geotransform coefficients (a, b, c, d, e, f).
+    width, height, count : int
+        Size in pixels and number of bands.
+    dtype : str
+        Data type of the bands.
+    block_px : tuple of int
+        Internal tile (or strip) size (rows, cols) of the first band.
+    sheets : tuple of str
+        The sheet files behind a folder mosaic (empty for a single file).
+    """
+
+    path: str
+    source: str
+    crs_wkt: str
+    transform: tuple
+    width: int
+    height: int
+    count: int
+    dtype: str
+    block_px: tuple
+    sheets: tuple = field(default=())
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def crs(self) -> CRS:
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def pixel_size(self) -> tuple:
+        """(x size, y size) in CRS units, both positive."""
+        return abs(self.transform[0]), abs(self.transform[4])
+
+    @property
+    def bounds(self) -> tuple:
+        """(left, bottom, right, top) in CRS units."""
+        a = self.affine
+        left, top = a.c, a.f
+        right = left + a.a * self.width
+        bottom = top + a.e * self.height
+        return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
+
+
+def _open(path: str | os.PathLike, what: str):
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputFileError(
+            f"{path}: cannot open {what} ({exc}); check that the file exists, is a GeoTIFF/VRT "
+            "GDAL can read, and is not truncated"
+        ) from None
+
+
+def _check_rotation(path, transform: Affine) -> None:
+    if transform.b != 0 or transform.d != 0:
+        raise GridMismatchError(
+            f"{path}: rotated or sheared geotransform is not supported; warp it to a north-up "
+            "grid first (gdalwarp)"
+        )
+
+
+def _sheet_files(folder: Path) -> list:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SHEET_SUFFIXES
+                   and not p.name.startswith("."))
+    if not files:
+        raise InputFileError(
+            f"{folder}: folder holds no raster sheets (*.tif, *.tiff, *.jp2, *.img, *.vrt); "
+            "point the epoch at a folder of GeoTIFF sheets, a VRT or a single GeoTIFF"
+        )
+    return files
+
+
+def build_mosaic_vrt(folder: str | os.PathLike, vrt_path: str | os.PathLike) -> tuple:
+    """Write a VRT that mosaics every sheet in ``folder`` and return the sheet paths.
+
+    All sheets must share CRS, pixel size, band count and data type and lie on one pixel
+    grid; a sheet that differs is named in the error. Per-dataset masks (internal masks of
+    JPEG sheets) are carried into the VRT's mask band.
+
+    Raises
+    ------
+    InputFileError
+        If the folder is empty or a sheet cannot be opened.
+    GridMismatchError
+        If sheets disagree on CRS, pixel size, bands or grid.
+    """
+    folder = Path(folder)
+    files = _sheet_files(folder)
+    metas = []
+    for f in files:
+        with _open(f, "raster sheet") as ds:
+            if ds.crs is None:
+                raise GridMismatchError(
+                    f"{f}: sheet has no CRS; assign one (gdal_edit.py -a_srs EPSG:4549 {f.name})")
+            _check_rotation(f, ds.transform)
+            flags = ds.mask_flag_enums[0] if ds.count else ()
+            metas.append(dict(path=f, crs=ds.crs, transform=ds.transform, width=ds.width,
+                              height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
+                              per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
+                              block=ds.block_shapes[0]))
+    ref = metas[0]
+    res = (ref["transform"].a, ref["transform"].e)
+    for m in metas[1:]:
+        if m["crs"] != ref["crs"]:
+            raise GridMismatchError(
+                f"{m['path']}: CRS {m['crs'].to_string()} differs from {ref['path'].name} "
+                f"({ref['crs'].to_string()}); reproject the sheet so all share one CRS")
+        if not np.allclose((m["transform"].a, m["transform"].e), res, rtol=1e-9, atol=0):
+            raise GridMismatchError(
+                f"{m['path']}: pixel size {m['transform'].a, m['transform'].e} differs from "
+                f"{ref['path'].name} {res}; resample the sheet to the common pixel size")
+        if m["count"] != ref["count"] or m["dtypes"] != ref["dtypes"]:
+            raise GridMismatchError(
+                f"{m['path']}: {m['count']} bands of {m['dtypes'][0]}, but {ref['path'].name} has "
+                f"{ref['count']} bands of {ref['dtypes'][0]}; every sheet of an epoch needs the same bands")
+    left = min(m["transform"].c for m in metas)
+    top = max(m["transform"].f for m in metas)
+    right = max(m["transform"].c + m["transform"].a * m["width"] for m in metas)
+    bottom = min(m["transform"].f + m["transform"].e * m["height"] for m in metas)
+    xres, yres = res
+    width = int(round((right - left) / xres))
+    height = int(round((bottom - top) / yres))
+    offsets = []
+    for m in metas:
+        col = (m["transform"].c - left) / xres
+        row = (m["transform"].f - top) / yres
+        if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+            raise GridMismatchError(
+                f"{m['path']}: sheet origin is not on the pixel grid of {ref['path'].name} "
+                f"(offset {col:.3f}, {row:.3f} px); resample it onto the common grid")
+        offsets.append((int(round(row)), int(round(col))))
+
+    vrt_path = Path(vrt_path)
+    vrt_dir = vrt_path.parent.resolve()
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    ET.SubElement(root, "SRS").text = ref["crs"].to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in (left, xres, 0.0, top, 0.0, yres))
+    dtype_name = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32",
+                  "int32": "Int32", "uint32": "UInt32", "float64": "Float64"}[ref["dtypes"][0]]
+    use_mask = all(m["per_dataset"] for m in metas)
+
+    def add_source(parent, m, off, band):
+        src = ET.SubElement(parent, "SimpleSource")
+        fn = ET.SubElement(src, "SourceFilename", relativeToVRT="0")
+        fn.text = str(Path(m["path"]).resolve())
+        ET.SubElement(src, "SourceBand").text = band
+        ET.SubElement(src, "SourceProperties", RasterXSize=str(m["width"]), RasterYSize=str(m["height"]),
+                      DataType=dtype_name if band != "mask,1" else "Byte",
+                      BlockXSize=str(m["block"][1]), BlockYSize=str(m["block"][0]))
+        ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(m["width"]), ySize=str(m["height"]))
+        ET.SubElement(src, "DstRect", xOff=str(off[1]), yOff=str(off[0]), xSize=str(m["width"]),
+                      ySize=str(m["height"]))
+
+    for b in range(1, ref["count"] + 1):
+        band = ET.SubElement(root, "VRTRasterBand", dataType=dtype_name, band=str(b))
+        if ref["nodata"] is not None and not use_mask:
+            ET.SubElement(band, "NoDataValue").text = repr(float(ref["nodata"]))
+        for m, off in zip(metas, offsets):
+            add_source(band, m, off, str(b))
+    if use_mask:
+        mask = ET.SubElement(root, "MaskBand")
+        mband = ET.SubElement(mask, "VRTRasterBand", dataType="Byte")
+        for m, off in zip(metas, offsets):
+            add_source(mband, m, off, "mask,1")
+    vrt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = vrt_path.with_name(vrt_path.name + f".tmp{os.getpid()}")
+    ET.ElementTree(root).write(tmp, encoding="utf-8")
+    os.replace(tmp, vrt_path)
+    log.info("mosaic of %d sheets from %s written to %s", len(files), folder, vrt_path)
+    return tuple(str(m["path"]) for m in metas)
+
+
+def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, label: str) -> RasterInfo:
+    """Open an epoch (file, VRT or folder of sheets), check it and describe it.
+
+    Parameters
+    ----------
+    path : path
+        A GeoTIFF/COG/VRT file or a folder of sheets.
+    work_dir : path
+        Folder where a folder's mosaic VRT is written (``{label}.vrt``).
+    label : str
+        ``"before"`` or ``"after"``; names the VRT and appears in messages.
+
+    Raises
+    ------
+    InputFileError
+        Missing or unreadable file, or a band type other than 8-bit.
+    GridMismatchError
+        No CRS or a rotated grid.
+    """
+    src = Path(path)
+    if not src.exists():
+        raise InputFileError(
+            f"{src}: {label} epoch not found; set inputs.{label} in the config or pass --{label} "
+            "with an existing GeoTIFF, VRT or folder of sheets")
+    sheets: tuple = ()
+    open_path = src
+    if src.is_dir():
+        open_path = Path(work_dir) / f"{label}.vrt"
+        sheets = build_mosaic_vrt(src, open_path)
+    with _open(open_path, f"{label} epoch") as ds:
+        if ds.crs is None:
+            raise GridMismatchError(
+                f"{src}: {label} epoch has no CRS; assign one, e.g. gdal_edit.py -a_srs EPSG:4549 {src.name}")
+        _check_rotation(src, ds.transform)
+        if ds.count < 3:
+            raise GridMismatchError(
+                f"{src}: {label} epoch has {ds.count} band(s); expected at least 3 (R, G, B, optional NIR)")
+        if ds.dtypes[0] != "uint8":
+            raise InputFileError(
+                f"{src}: {label} epoch is {ds.dtypes[0]}; expected 8-bit (uint8) bands. Convert it, e.g. "
+                "gdal_translate -ot Byte -scale <min> <max> 1 255 in.tif out.tif")
+        info = RasterInfo(
+            path=str(open_path), source=str(src), crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6],
+            width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
+            block_px=tuple(ds.block_shapes[0]), sheets=sheets,
+        )
+    return info
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The processing grid shared by both epochs.
+
+    Attributes
+    ----------
+    crs_wkt : str
+    transform : tuple of 6 floats
+    width, height : int
+    """
+
+    crs_wkt: str
+    transform: tuple
+    width: int
+    height: int
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def crs(self) -> CRS:
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def pixel_area_m2(self) -> float:
+        return abs(self.transform[0] * self.transform[4])
+
+    @property
+    def pixel_size_m(self) -> float:
+        return abs(self.transform[0])
+
+    @property
+    def bounds(self) -> tuple:
+        a = self.affine
+        return a.c, a.f + a.e * self.height, a.c + a.a * self.width, a.f
+
+    def window_transform(self, row0: int, col0: int) -> Affine:
+        return self.affine * Affine.translation(col0, row0)
+
+
+@dataclass(frozen=True)
+class EpochReader:
+    """Reads windows of one epoch on the processing grid (picklable: paths and numbers).
+
+    Attributes
+    ----------
+    path : str
+        Raster to open.
+    band_indexes : tuple of int
+        1-based band indexes in canonical order R, G, B[, NIR].
+    grid : Grid
+        The processing grid windows refer to.
+    offset_rc : tuple of int or None
+        When the file is on the processing grid up to an integer offset: (row, col) of the
+        grid's origin in the file. ``None`` means the file is warped (see ``src_transform``).
+    src_transform : tuple or None
+        For warped reads: the file's geotransform, possibly corrected for a measured shift.
+    """
+
+    path: str
+    band_indexes: tuple
+    grid: Grid
+    offset_rc: tuple | None = (0, 0)
+    src_transform: tuple | None = None
+
+    def read(self, row0: int, col0: int, height: int, width: int) -> tuple:
+        """Read a window of the processing grid; outside the raster is invalid.
+
+        Returns
+        -------
+        data : ndarray (band, height, width), uint8
+        valid : ndarray (height, width), bool
+            True where every band holds data.
+        """
+        nb = len(self.band_indexes)
+        data = np.zeros((nb, height, width), dtype=np.uint8)
+        valid = np.zeros((height, width), dtype=bool)
+        try:
+            with rasterio.open(self.path) as ds:
+                if self.offset_rc is not None:
+                    self._read_direct(ds, row0, col0, data, valid)
+                else:
+                    self._read_warped(ds, row0, col0, data, valid)
+        except RasterioError as exc:
+            raise InputFileError(
+                f"{self.path}: read failed in window rows {row0}..{row0 + height}, cols {col0}..{col0 + width} "
+                f"of the processing grid ({exc}); the file or one of its sheets is corrupt or truncated"
+            ) from None
+        return data, valid
+
+    def _read_direct(self, ds, row0, col0, data, valid):
+        height, width = valid.shape
+        r0 = row0 + self.offset_rc[0]
+        c0 = col0 + self.offset_rc[1]
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + height, ds.height), min(c0 + width, ds.width)
+        if rr1 <= rr0 or cc1 <= cc0:
+            return
+        win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+        dst = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+        data[(slice(None),) + dst] = ds.read(list(self.band_indexes), window=win)
+        valid[dst] = ds.dataset_mask(window=win) > 0
+
+    def _read_warped(self, ds, row0, col0, data, valid):
+        height, width = valid.shape
+        dst_transform = self.grid.affine * Affine.translation(col0, row0)
+        src_transform = Affine(*self.src_transform) if self.src_transform else ds.transform
+        with WarpedVRT(ds, src_transform=src_transform, crs=self.grid.crs, transform=dst_transform,
+                       width=width, height=height, resampling=Resampling.bilinear, add_alpha=True) as vrt:
+            out = vrt.read(list(self.band_indexes) + [vrt.count])
+        data[...] = out[:-1]
+        valid[...] = out[-1] > 0

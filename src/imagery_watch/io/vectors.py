@@ -1,0 +1,173 @@
+"""Reading the vector layers a job uses (farmland, approved land, counties, area of interest).
+
+Layers are read once, checked, repaired, reprojected to the processing grid's CRS and
+saved into the job folder (``layers.gpkg``); tasks then read only the features that
+touch their window (``bbox`` filter through the GeoPackage's spatial index) and rasterise
+them on the chunk's pixel grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import shapely
+from affine import Affine
+from rasterio import features
+
+from ..errors import InputFileError, OutputError, VectorLayerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """What reading a layer found: feature counts and repairs."""
+
+    name: str
+    source: str
+    features: int
+    repaired: int
+    dropped_empty: int
+    reprojected_from: str | None
+
+
+def read_layer(path: str | os.PathLike, *, layer: str | None, name: str, crs, bounds=None,
+               keep_fields: tuple = ()) -> tuple:
+    """Read a polygon layer, repair invalid geometries and reproject it to ``crs``.
+
+    Parameters
+    ----------
+    path : path
+        Vector file (GeoPackage, Shapefile, GeoJSON...).
+    layer : str or None
+        Layer name inside the file (None: the first layer).
+    name : str
+        Role of the layer in the job (``farmland``...), used in messages.
+    crs : CRS-like
+        Target CRS (the processing grid's).
+    bounds : tuple, optional
+        (left, bottom, right, top) in ``crs``: only features intersecting it are kept.
+    keep_fields : tuple of str
+        Attribute fields to keep (must exist).
+
+    Returns
+    -------
+    gdf : GeoDataFrame
+        Polygons in ``crs``, valid, non-empty.
+    report : LayerReport
+
+    Raises
+    ------
+    InputFileError
+        The file does not exist or cannot be read.
+    VectorLayerError
+        Unknown layer, no CRS, missing field, or no polygon in the layer.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: {name} layer file not found; fix layers.{name}.path in the config")
+    try:
+        if layer is not None:
+            available = [row[0] for row in pyogrio.list_layers(path)]
+            if layer not in available:
+                raise VectorLayerError(
+                    f"{path}: no layer {layer!r} (layers: {', '.join(available)}); fix layers.{name}.layer")
+        gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
+    except VectorLayerError:
+        raise
+    except Exception as exc:  # pyogrio raises several DataSource/DataLayer errors
+        raise InputFileError(f"{path}: cannot read {name} layer ({exc}); check the file") from None
+    if gdf.crs is None:
+        raise VectorLayerError(
+            f"{path}: {name} layer has no CRS; assign one (ogr2ogr -a_srs EPSG:4549 out.gpkg {path.name})")
+    for f in keep_fields:
+        if f not in gdf.columns:
+            raise VectorLayerError(
+                f"{path}: {name} layer has no field {f!r} (fields: {', '.join(map(str, gdf.columns[:-1]))}); "
+                f"set layers.{name}.name_field to the field holding names")
+    if len(gdf) == 0:
+        raise VectorLayerError(f"{path}: {name} layer is empty; give a layer with at least one polygon")
+    gdf = gdf[list(keep_fields) + ["geometry"]]
+    reprojected = None
+    if not gdf.crs.equals(crs):
+        reprojected = gdf.crs.to_string()
+        gdf = gdf.to_crs(crs)
+    geoms = gdf.geometry.values
+    invalid = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
+    repaired = int(invalid.sum())
+    if repaired:
+        fixed = shapely.make_valid(geoms[invalid])
+        gdf.loc[invalid, "geometry"] = fixed
+        log.warning("%s: repaired %d invalid geometries in the %s layer", path, repaired, name)
+    # keep polygonal parts only
+    gdf["geometry"] = [_polygonal(g) for g in gdf.geometry.values]
+    empty = gdf.geometry.is_empty | gdf.geometry.isna()
+    dropped = int(empty.sum())
+    gdf = gdf[~empty]
+    if len(gdf) == 0:
+        raise VectorLayerError(f"{path}: {name} layer holds no polygon; give polygons")
+    if bounds is not None:
+        gdf = gdf[gdf.intersects(shapely.box(*bounds))]
+    gdf = gdf.reset_index(drop=True)
+    report = LayerReport(name=name, source=str(path) + (f":{layer}" if layer else ""), features=len(gdf),
+                         repaired=repaired, dropped_empty=dropped, reprojected_from=reprojected)
+    return gdf, report
+
+
+def _polygonal(geom):
+    if geom is None or geom.is_empty:
+        return shapely.Polygon()
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    if geom.geom_type == "GeometryCollection":
+        parts = [g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+        return shapely.union_all(parts) if parts else shapely.Polygon()
+    return shapely.Polygon()
+
+
+def write_job_layers(path: str | os.PathLike, layers: dict) -> None:
+    """Write prepared layers (name -> GeoDataFrame) to one GeoPackage, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.gpkg")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        for name, gdf in layers.items():
+            gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
+        if not layers:
+            gpd.GeoDataFrame({"geometry": []}, crs=None).to_file(tmp, layer="empty", driver="GPKG")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the job's layers ({exc}); check the output folder") from None
+
+
+def rasterise_window(path: str | os.PathLike, layer: str, *, transform: Affine, shape: tuple,
+                     values: str | None = None, dtype=np.uint8) -> np.ndarray:
+    """Burn one layer of the job's GeoPackage onto a window's pixel grid.
+
+    Pixels whose centre lies in a polygon get 1 (or the feature's ``values`` field).
+
+    Returns
+    -------
+    ndarray (y, x) of ``dtype``; zeros where no polygon.
+    """
+    height, width = shape
+    left, top = transform.c, transform.f
+    right, bottom = left + transform.a * width, top + transform.e * height
+    bbox = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+    gdf = pyogrio.read_dataframe(path, layer=layer, bbox=bbox, columns=[values] if values else [])
+    out = np.zeros(shape, dtype=dtype)
+    if len(gdf) == 0:
+        return out
+    if values:
+        shapes = zip(gdf.geometry.values, gdf[values].to_numpy())
+    else:
+        shapes = ((g, 1) for g in gdf.geometry.values)
+    features.rasterize(shapes, out=out, transform=transform, dtype=dtype)
+    return out

@@ -1,0 +1,120 @@
+"""The job folder: what a detection job keeps so that it can resume and be traced.
+
+Layout of ``OUT/``::
+
+    job.json          inputs, grid, fitted parameters, fingerprint, state (written atomically)
+    patches.gpkg      the change patches (layer ``patches``), the product of the job
+    summary.json      figures of the last completed run
+    work/             mosaic VRTs of sheet folders, the job's prepared vector layers
+    chunks/<key>/     one file per finished chunk (``r000123_c000045.npz``)
+
+A chunk file is written to a temporary name and renamed, so it is either complete or
+absent: a job killed at any moment resumes by computing only the chunks whose file is
+missing. ``<key>`` is a fingerprint of everything a chunk's result depends on (inputs,
+their sizes and modification times, rules, fitted parameters, chunk size), so a re-run with
+the same inputs and config recomputes nothing, and a changed config never reuses stale
+chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import JobError, OutputError
+
+JOB_FILE = "job.json"
+PATCHES_FILE = "patches.gpkg"
+SUMMARY_FILE = "summary.json"
+
+
+def fingerprint(obj) -> str:
+    """A stable hex digest of a JSON-serialisable object."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_stamp(path: str | os.PathLike) -> dict:
+    """Identity of an input file for fingerprints: path, size and modification time."""
+    st = os.stat(path)
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> None:
+    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class JobFolder:
+    """Paths of a job folder (see module docstring)."""
+
+    root: Path
+
+    @property
+    def job_file(self) -> Path:
+        return self.root / JOB_FILE
+
+    @property
+    def patches(self) -> Path:
+        return self.root / PATCHES_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.root / SUMMARY_FILE
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def layers(self) -> Path:
+        return self.work / "layers.gpkg"
+
+    def chunk_dir(self, key: str) -> Path:
+        return self.root / "chunks" / key[:16]
+
+    @staticmethod
+    def chunk_name(row: int, col: int) -> str:
+        return f"r{row:06d}_c{col:06d}.npz"
+
+    def prepare(self) -> None:
+        """Create the folder tree, failing clearly when the location is not writable."""
+        try:
+            self.work.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise OutputError(
+                f"{self.root}: output folder is not writable ({exc.strerror or exc}); choose another "
+                "folder with --out or fix its permissions") from None
+
+    def load_state(self) -> dict:
+        """The saved job state, or ``{}`` when there is none."""
+        if not self.job_file.exists():
+            return {}
+        try:
+            return json.loads(self.job_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise JobError(
+                f"{self.job_file}: job state is unreadable ({exc}); delete it to start the job afresh "
+                "(finished chunks are recomputed)") from None
+
+    def save_state(self, state: dict) -> None:
+        write_json_atomic(self.job_file, state)

@@ -1,0 +1,88 @@
+"""Change masks for plain image pairs without georeferencing (``detect-pairs``).
+
+Each pair is treated as a tiny mosaic: the same normalisation, threshold fitting and
+detection kernels as :func:`imagery_watch.pipeline.run_detect`, fitted on the pair itself
+(no farmland layer: rules restricted to farmland apply to the whole image, rules restricted
+to the outside of farmland are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .classes import LandCover
+from .config import default_rules, load_config
+from .detect import detect_block, fit_detector
+from .errors import ConfigError, InputFileError, OutputError
+from .io.images import list_images, read_image, write_mask_png
+from .normalise import apply_normalisation, fit_normalisation
+
+log = logging.getLogger(__name__)
+
+
+def select_rules(rules: tuple, rule_names: tuple | None) -> tuple:
+    """Rules to mark: the named ones, or every rule whose after-class is built."""
+    if rule_names is None:
+        chosen = tuple(r for r in rules if LandCover.BUILT in r.after and r.where != "outside_farmland")
+    else:
+        known = {r.name: r for r in rules}
+        missing = [n for n in rule_names if n not in known]
+        if missing:
+            raise ConfigError(f"--rules: unknown rule {missing[0]!r}; known rules: {', '.join(known)}")
+        chosen = tuple(known[n] for n in rule_names)
+    if not chosen:
+        raise ConfigError("--rules: no rule selected; name at least one rule")
+    return chosen
+
+
+def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_size_m: float,
+                sensitivity: float = 1.0) -> np.ndarray:
+    """Boolean (y, x) mask of pixels flagged by ``rules`` in one image pair."""
+    if before.shape != after.shape:
+        raise InputFileError(f"before {before.shape} and after {after.shape} images differ in size or bands")
+    valid = np.ones(before.shape[1:], dtype=bool)
+    norm = fit_normalisation([before], [after], [valid])
+    after_n = apply_normalisation(after, norm)
+    params = fit_detector([before], [after_n], [valid], pixel_size_m=pixel_size_m, sensitivity=sensitivity)
+    result = detect_block(before, after_n, valid, farmland=None, rules=rules, params=params,
+                          pixel_size_m=pixel_size_m)
+    return result.rule > 0
+
+
+def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names=None,
+              config_path=None) -> dict:
+    """Write one 0/255 PNG mask per pair of same-named images.
+
+    Raises
+    ------
+    InputFileError
+        No images, a name missing from the after folder, unreadable images.
+    """
+    before_dir, after_dir, out_dir = Path(before_dir), Path(after_dir), Path(out_dir)
+    rules, sensitivity = default_rules(), 1.0
+    if config_path:
+        cfg = load_config(config_path)
+        rules, sensitivity = cfg.rules, cfg.detection.sensitivity
+    chosen = select_rules(rules, rule_names)
+    files = list_images(before_dir)
+    if not files:
+        raise InputFileError(f"{before_dir}: no images (png, bmp, tif, jpg) found")
+    missing = [f.name for f in files if not (after_dir / f.name).exists()]
+    if missing:
+        raise InputFileError(f"{after_dir / missing[0]}: no after image for {missing[0]}; "
+                             "both folders need the same file names")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create the output folder ({exc})") from None
+    for f in files:
+        before, after = read_image(f), read_image(after_dir / f.name)
+        bands = min(before.shape[0], after.shape[0])
+        mask = detect_pair(before[:bands], after[:bands], rules=chosen, pixel_size_m=pixel_size_m,
+                           sensitivity=sensitivity)
+        write_mask_png(out_dir / (f.stem + ".png"), mask)
+        log.info("%s: %.2f %% flagged", f.name, 100 * mask.mean())
+    return {"pairs": len(files), "rules": [r.name for r in chosen]}

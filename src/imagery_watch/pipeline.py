@@ -1,0 +1,442 @@
+"""The detection job, stage after stage, as in DESIGN.md §2.
+
+    read -> align -> normalise -> features/classify -> detect -> clean -> vectorise -> store
+
+:func:`run_detect` is the only place the stages are chained. Whole-image steps (grid,
+misregistration, radiometric normalisation, detector thresholds) are fitted once from
+blocks sampled across the overlap; the per-chunk steps run in one fused task per chunk
+(:func:`process_chunk`), scheduled by Dask: local threads by default, or a
+``dask.distributed`` cluster when the caller passes a client. Each task receives paths and
+numbers only, reads its window with a halo, and writes its result file into the job folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import rasterio
+
+from . import __version__
+from .align import make_reader, measure_shift, plan_grid
+from .config import Config
+from .detect import DetectorParams, detect_block, detect_halo_px, fit_detector
+from .errors import GridMismatchError, InputFileError
+from .io.patches import read_patches, write_patches
+from .io.rasters import EpochReader, Grid, describe_epoch
+from .io.vectors import rasterise_window, read_layer, write_job_layers
+from .jobs import JobFolder, file_stamp, fingerprint
+from .normalise import Normalisation, apply_normalisation, fit_normalisation
+from .vectorise import load_pieces, merge_pieces, save_pieces, vectorise_block
+
+log = logging.getLogger(__name__)
+
+#: side of the sample blocks used for the whole-image fits, in pixels
+SAMPLE_BLOCK_PX = 512
+#: number of sample blocks (at most) drawn across the overlap
+SAMPLE_BLOCKS = 48
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Everything one chunk task needs: paths and numbers only (it pickles).
+
+    ``row0``, ``col0``, ``height``, ``width`` give the chunk's core window on the
+    processing grid; ``halo_px`` pixels are read around it and cropped after detection.
+    """
+
+    row: int
+    col: int
+    row0: int
+    col0: int
+    height: int
+    width: int
+    halo_px: int
+    before: EpochReader
+    after: EpochReader
+    normalisation: Normalisation
+    params: dict
+    rules: tuple
+    layers_path: str
+    has_farmland: bool
+    has_approved: bool
+    has_counties: bool
+    has_aoi: bool
+    pixel_size_m: float
+    out_path: str
+    gdal_cachemax_mb: int = 256
+
+
+def process_chunk(task: ChunkTask) -> dict:
+    """Run read -> normalise -> detect -> clean -> vectorise on one chunk and save the pieces.
+
+    Returns a small dict of figures (pixels, changed pixels, pieces, seconds per stage).
+    """
+    t0 = time.perf_counter()
+    h = task.halo_px
+    r0, c0 = task.row0 - h, task.col0 - h
+    hh, ww = task.height + 2 * h, task.width + 2 * h
+    with rasterio.Env(GDAL_CACHEMAX=task.gdal_cachemax_mb * 1024 * 1024, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+        before, valid_b = task.before.read(r0, c0, hh, ww)
+        after, valid_a = task.after.read(r0, c0, hh, ww)
+    valid = valid_b & valid_a
+    t_read = time.perf_counter()
+    grid = task.before.grid
+    transform = grid.window_transform(r0, c0)
+    core = (slice(h, h + task.height), slice(h, h + task.width))
+
+    def burn(layer, values=None, dtype=np.uint8):
+        return rasterise_window(task.layers_path, layer, transform=transform, shape=(hh, ww),
+                                values=values, dtype=dtype)
+
+    if task.has_aoi:
+        valid &= burn("aoi").astype(bool)
+    stats = {"row": task.row, "col": task.col, "pixels": task.height * task.width,
+             "valid_pixels": int(valid[core].sum()), "changed_pixels": 0, "pieces": 0}
+    if not valid[core].any():
+        rule = np.zeros((task.height, task.width), np.uint8)
+        pieces = vectorise_block(rule, score=np.zeros(rule.shape, np.float32), before_class=rule,
+                                 after_class=rule, row0=task.row0, col0=task.col0, transform=grid.affine)
+        save_pieces(pieces, task.out_path)
+        stats.update(read_s=t_read - t0, detect_s=0.0, vectorise_s=0.0)
+        return stats
+    after = apply_normalisation(after, task.normalisation)
+    farmland = burn("farmland").astype(bool) if task.has_farmland else None
+    params = DetectorParams.from_dict(task.params)
+    result = detect_block(before, after, valid, farmland=farmland, rules=task.rules, params=params,
+                          pixel_size_m=task.pixel_size_m)
+    t_detect = time.perf_counter()
+    approved = burn("approved")[core].astype(bool) if task.has_approved else None
+    county = burn("counties", values="county_index", dtype=np.uint16)[core] if task.has_counties else None
+    pieces = vectorise_block(
+        result.rule[core], score=result.score[core], before_class=result.before_class[core],
+        after_class=result.after_class[core], farmland=None if farmland is None else farmland[core],
+        approved=approved, county=county, row0=task.row0, col0=task.col0, transform=grid.affine)
+    save_pieces(pieces, task.out_path)
+    t_vec = time.perf_counter()
+    stats.update(changed_pixels=int((result.rule[core] > 0).sum()), read_s=t_read - t0,
+                 detect_s=t_detect - t_read, vectorise_s=t_vec - t_detect)
+    return stats
+
+
+@dataclass
+class DetectResult:
+    """What :func:`run_detect` returns: where the outputs are and the job's figures."""
+
+    out_dir: Path
+    patches_path: Path
+    patches: object  # GeoDataFrame
+    summary: dict = field(default_factory=dict)
+
+
+def _band_indexes(bands: tuple, count: int, source: str, label: str) -> tuple:
+    if len(bands) > count:
+        raise GridMismatchError(
+            f"{source}: {label} epoch has {count} bands but inputs.bands lists {len(bands)} "
+            f"({', '.join(bands)}); fix inputs.bands to the files' band order")
+    order = ["red", "green", "blue"] + (["nir"] if "nir" in bands else [])
+    return tuple(bands.index(name) + 1 for name in order)
+
+
+def _sample_windows(grid: Grid, *, n: int, block_px: int) -> list:
+    """Deterministic sample windows on a regular lattice over the grid (independent of chunking)."""
+    bh, bw = min(block_px, grid.height), min(block_px, grid.width)
+    ny = max(1, min(int(math.sqrt(n * grid.height / grid.width)) or 1, grid.height // bh))
+    nx = max(1, min(n // ny, grid.width // bw))
+    rows = np.linspace(0, grid.height - bh, ny + 2)[1:-1] if ny > 1 else [(grid.height - bh) / 2]
+    cols = np.linspace(0, grid.width - bw, nx + 2)[1:-1] if nx > 1 else [(grid.width - bw) / 2]
+    return [(int(r), int(c), bh, bw) for r in rows for c in cols]
+
+
+def _read_samples(reader: EpochReader, windows: list) -> tuple:
+    data, valid = [], []
+    for r, c, h, w in windows:
+        d, v = reader.read(r, c, h, w)
+        data.append(d)
+        valid.append(v)
+    return data, valid
+
+
+def _prepare_layers(config: Config, grid: Grid, folder: JobFolder) -> tuple:
+    """Read, repair and reproject the vector layers into the job's GeoPackage."""
+    layers, reports, county_names = {}, [], ()
+    bounds = grid.bounds
+    L = config.layers
+    for name, ref in (("farmland", L.farmland), ("approved", L.approved)):
+        if ref is not None:
+            gdf, rep = read_layer(ref.path, layer=ref.layer, name=name, crs=grid.crs, bounds=bounds)
+            layers[name] = gdf
+            reports.append(rep)
+    if L.counties is not None:
+        field_name = L.counties.name_field or "name"
+        gdf, rep = read_layer(L.counties.path, layer=L.counties.layer, name="counties", crs=grid.crs,
+                              bounds=bounds, keep_fields=(field_name,))
+        county_names = tuple(str(v) for v in gdf[field_name])
+        gdf = gdf.assign(county_index=np.arange(1, len(gdf) + 1, dtype=np.int32))[["county_index", "geometry"]]
+        layers["counties"] = gdf
+        reports.append(rep)
+    aoi = config.inputs.area_of_interest
+    if aoi is not None:
+        gdf, rep = read_layer(aoi.path, layer=aoi.layer, name="area_of_interest", crs=grid.crs)
+        layers["aoi"] = gdf
+        reports.append(rep)
+    write_job_layers(folder.layers, layers)
+    return layers, reports, county_names
+
+
+def _carry_over_reviews(new, old_path: Path):
+    """Keep review decisions of patches that still exist (same ``patch_id``)."""
+    if not old_path.exists():
+        return new, 0
+    try:
+        old = read_patches(old_path)
+    except InputFileError:
+        return new, 0
+    reviewed = old[old["status"] != "pending"]
+    if len(reviewed) == 0:
+        return new, 0
+    cols = [c for c in ("status", "reviewer", "reviewed_at", "note", "version") if c in reviewed.columns]
+    keep = reviewed.set_index("patch_id")[cols]
+    mask = new["patch_id"].isin(keep.index)
+    for c in cols:
+        new.loc[mask, c] = new.loc[mask, "patch_id"].map(keep[c]).values
+    backup = old_path.with_name(f"patches.reviewed-{time.strftime('%Y%m%dT%H%M%S')}.gpkg")
+    shutil.copy2(old_path, backup)
+    log.warning("kept %d review decisions; the previous patch file is saved as %s", int(mask.sum()), backup)
+    return new, int(mask.sum())
+
+
+def plan_chunks(grid: Grid, chunk_px: int) -> list:
+    """Chunk windows (row, col, row0, col0, height, width) covering the grid."""
+    out = []
+    for i, r0 in enumerate(range(0, grid.height, chunk_px)):
+        for j, c0 in enumerate(range(0, grid.width, chunk_px)):
+            out.append((i, j, r0, c0, min(chunk_px, grid.height - r0), min(chunk_px, grid.width - c0)))
+    return out
+
+
+def run_detect(config: Config, *, client=None, workers: int | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               on_event: Callable[[str], None] | None = None) -> DetectResult:
+    """Run a detection job described by ``config``.
+
+    Parameters
+    ----------
+    config : Config
+        Validated job configuration (CLI flags already applied).
+    client : distributed.Client, optional
+        Run the chunk tasks on this cluster; default: Dask's local threaded scheduler.
+    workers : int, optional
+        Threads for the local scheduler (default ``config.processing.workers``, 0 = cores).
+    progress : callable(done, total), optional
+        Called as chunks finish (finished chunks reused from an earlier run count as done).
+    on_event : callable(str), optional
+        Receives one-line messages about the job's steps (for the CLI).
+
+    Returns
+    -------
+    DetectResult
+
+    Raises
+    ------
+    ImageryWatchError
+        Any bad input is reported before the chunk tasks start.
+    """
+    say = on_event or (lambda msg: log.info("%s", msg))
+    t_start = time.perf_counter()
+    folder = JobFolder(Path(config.job.out))
+    folder.prepare()
+
+    # read + align: describe and check everything before heavy work
+    before_info = describe_epoch(config.inputs.before, work_dir=folder.work, label="before")
+    after_info = describe_epoch(config.inputs.after, work_dir=folder.work, label="after")
+    bands = config.inputs.bands
+    b_idx = _band_indexes(bands, before_info.count, before_info.source, "before")
+    a_idx = _band_indexes(bands, after_info.count, after_info.source, "after")
+    aoi_bounds = None
+    if config.inputs.area_of_interest is not None:
+        ref = config.inputs.area_of_interest
+        aoi_gdf, _ = read_layer(ref.path, layer=ref.layer, name="area_of_interest", crs=before_info.crs)
+        aoi_bounds = tuple(aoi_gdf.total_bounds)
+    plan = plan_grid(before_info, after_info, crs=config.processing.crs,
+                     pixel_size_m=config.processing.pixel_size_m, aoi_bounds=aoi_bounds)
+    grid = plan.grid
+    for note in plan.notes:
+        say(note)
+    say(f"processing grid {grid.width} x {grid.height} px at {grid.pixel_size_m:g} m "
+        f"({grid.width * grid.height * grid.pixel_area_m2 / 1e6:.2f} km2)")
+    layers, layer_reports, county_names = _prepare_layers(config, grid, folder)
+    for rep in layer_reports:
+        if rep.repaired or rep.reprojected_from:
+            say(f"layer {rep.name}: {rep.features} features, {rep.repaired} invalid geometries repaired"
+                + (f", reprojected from {rep.reprojected_from}" if rep.reprojected_from else ""))
+
+    inputs_id = {
+        "before": [file_stamp(p) for p in (before_info.sheets or (before_info.path,))],
+        "after": [file_stamp(p) for p in (after_info.sheets or (after_info.path,))],
+        "layers": {k: file_stamp(getattr(config.layers, k).path) for k in ("farmland", "approved", "counties")
+                   if getattr(config.layers, k) is not None},
+        "bands": list(bands), "grid": [grid.crs_wkt, list(grid.transform), grid.width, grid.height],
+        "max_shift_px": config.processing.max_shift_px, "sensitivity": config.detection.sensitivity,
+        "version": __version__,
+    }
+    fit_key = fingerprint(inputs_id)
+    state = folder.load_state()
+
+    # whole-image fits, once (reused on resume)
+    if state.get("fit_key") == fit_key and "fit" in state:
+        fit = state["fit"]
+        say("reusing the fitted shift, normalisation and thresholds of the previous run")
+    else:
+        say("fitting misregistration, radiometric normalisation and thresholds on sampled blocks")
+        windows = _sample_windows(grid, n=SAMPLE_BLOCKS, block_px=SAMPLE_BLOCK_PX)
+        before_reader0 = make_reader(before_info, grid, b_idx)
+        after_reader0 = make_reader(after_info, grid, a_idx)
+        sb, vb = _read_samples(before_reader0, windows)
+        sa, va = _read_samples(after_reader0, windows)
+        if not any(v.any() for v in vb):
+            raise InputFileError(f"{before_info.source}: the before epoch holds no valid pixel in the overlap "
+                                 "(all nodata); check the file and its nodata/mask")
+        if not any(v.any() for v in va):
+            raise InputFileError(f"{after_info.source}: the after epoch holds no valid pixel in the overlap "
+                                 "(all nodata); check the file and its nodata/mask")
+        shift = measure_shift(sb, sa, [x & y for x, y in zip(vb, va)], max_shift_px=config.processing.max_shift_px)
+        after_reader1 = make_reader(after_info, grid, a_idx, shift_rc=(shift.dy, shift.dx))
+        sa, va = _read_samples(after_reader1, windows)
+        valid_s = [x & y for x, y in zip(vb, va)]
+        norm = fit_normalisation(sb, sa, valid_s)
+        sa_n = [apply_normalisation(a, norm) for a in sa]
+        params = fit_detector(sb, sa_n, valid_s, pixel_size_m=grid.pixel_size_m,
+                              sensitivity=config.detection.sensitivity)
+        fit = {"shift": shift.to_dict(), "normalisation": norm.to_dict(), "params": params.to_dict(),
+               "sample_blocks": len(windows)}
+        state = {"fit_key": fit_key, "fit": fit}
+    shift = fit["shift"]
+    say(f"after epoch misregistration: dy {shift['dy']:+.1f} px, dx {shift['dx']:+.1f} px "
+        f"(median of {shift['blocks_used']} blocks)")
+    norm = Normalisation.from_dict(fit["normalisation"])
+    params = DetectorParams.from_dict(fit["params"])
+    before_reader = make_reader(before_info, grid, b_idx)
+    after_reader = make_reader(after_info, grid, a_idx, shift_rc=(shift["dy"], shift["dx"]))
+
+    chunk_px = config.processing.chunk_px
+    rules = tuple(config.rules)
+    chunk_key = fingerprint({"fit_key": fit_key, "fit": fit, "rules": [repr(r) for r in rules],
+                             "chunk_px": chunk_px, "aoi": config.inputs.area_of_interest is not None})
+    chunk_dir = folder.chunk_dir(chunk_key)
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    halo = detect_halo_px(pixel_size_m=grid.pixel_size_m, params=params)
+    chunks = plan_chunks(grid, chunk_px)
+    state.update({
+        "version": __version__, "config": str(config.source) if config.source else None,
+        "job": {"name": config.job.name, "epoch_before": config.job.epoch_before,
+                "epoch_after": config.job.epoch_after},
+        "inputs": {"before": before_info.source, "after": after_info.source,
+                   "before_path": before_info.path, "after_path": after_info.path,
+                   "bands": list(bands)},
+        "grid": {"crs_wkt": grid.crs_wkt, "transform": list(grid.transform), "width": grid.width,
+                 "height": grid.height},
+        "chunk_key": chunk_key, "chunk_px": chunk_px, "chunks_total": len(chunks), "halo_px": halo,
+        "county_names": list(county_names), "rules": [r.name for r in rules], "completed": False,
+    })
+    folder.save_state(state)
+
+    tasks, reused = [], 0
+    for (i, j, r0, c0, h, w) in chunks:
+        out_path = chunk_dir / folder.chunk_name(i, j)
+        if out_path.exists():
+            reused += 1
+            continue
+        tasks.append(ChunkTask(
+            row=i, col=j, row0=r0, col0=c0, height=h, width=w, halo_px=halo, before=before_reader,
+            after=after_reader, normalisation=norm, params=fit["params"], rules=rules,
+            layers_path=str(folder.layers), has_farmland="farmland" in layers,
+            has_approved="approved" in layers, has_counties="counties" in layers,
+            has_aoi="aoi" in layers, pixel_size_m=grid.pixel_size_m, out_path=str(out_path),
+            gdal_cachemax_mb=config.processing.gdal_cachemax_mb))
+    if reused:
+        say(f"resuming: {reused} of {len(chunks)} chunks already done, {len(tasks)} to compute")
+    t_chunks = time.perf_counter()
+    chunk_stats = _run_tasks(tasks, client=client, workers=workers or config.processing.workers or None,
+                             progress=progress, done0=reused, total=len(chunks))
+    t_merge = time.perf_counter()
+
+    # vectorise (merge across seams) -> store
+    pieces = (load_pieces(chunk_dir / folder.chunk_name(i, j)) for (i, j, *_rest) in chunks)
+    provenance = {"job_id": chunk_key[:12], "epoch_before": config.job.epoch_before,
+                  "epoch_after": config.job.epoch_after}
+    patches = merge_pieces(pieces, rule_names=[r.name for r in rules],
+                           min_area_m2=[r.min_area_m2 for r in rules], pixel_area_m2=grid.pixel_area_m2,
+                           crs=grid.crs, county_names=county_names, provenance=provenance)
+    patches, kept = _carry_over_reviews(patches, folder.patches)
+    write_patches(patches, folder.patches, rule_names=[r.name for r in rules])
+    t_end = time.perf_counter()
+
+    per_rule = {}
+    for r in rules:
+        sel = patches[patches["rule"] == r.name]
+        per_rule[r.name] = {"patches": int(len(sel)), "area_m2": float(sel["area_m2"].sum()),
+                            "area_mu": float(sel["area_mu"].sum())}
+    ground_px = grid.width * grid.height
+    summary = {
+        "out_dir": str(folder.root), "patches_path": str(folder.patches), "patches": int(len(patches)),
+        "per_rule": per_rule, "chunks_total": len(chunks), "chunks_reused": reused,
+        "chunks_computed": len(tasks), "grid_px": [grid.height, grid.width],
+        "area_km2": ground_px * grid.pixel_area_m2 / 1e6, "shift_px": [shift["dy"], shift["dx"]],
+        "reviews_kept": kept, "notes": list(plan.notes),
+        "seconds": {"total": t_end - t_start, "fit": t_chunks - t_start, "chunks": t_merge - t_chunks,
+                    "merge_store": t_end - t_merge},
+        "stage_seconds": {k: float(sum(s.get(k, 0.0) for s in chunk_stats))
+                          for k in ("read_s", "detect_s", "vectorise_s")},
+        "ground_mpx_per_s": ground_px / 1e6 / max(t_end - t_start, 1e-9),
+    }
+    from .jobs import write_json_atomic
+
+    write_json_atomic(folder.summary, summary)
+    state["completed"] = True
+    state["summary"] = {k: summary[k] for k in ("patches", "per_rule", "chunks_total")}
+    folder.save_state(state)
+    return DetectResult(out_dir=folder.root, patches_path=folder.patches, patches=patches, summary=summary)
+
+
+def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int) -> list:
+    """Run chunk tasks with Dask (local threads, or a distributed client)."""
+    if progress:
+        progress(done0, total)
+    if not tasks:
+        return []
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.map(process_chunk, tasks, pure=False)
+        out, done = [], done0
+        for fut in as_completed(futures):
+            out.append(fut.result())
+            done += 1
+            if progress:
+                progress(done, total)
+        return out
+
+    import dask
+    from dask.callbacks import Callback
+
+    counter = {"done": done0}
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, dict) and "changed_pixels" in result:
+                counter["done"] += 1
+                if progress:
+                    progress(counter["done"], total)
+
+    delayed = [dask.delayed(process_chunk, pure=True)(t, dask_key_name=f"chunk-{t.row}-{t.col}") for t in tasks]
+    with _Progress():
+        results = dask.compute(*delayed, scheduler="threads", num_workers=workers or os.cpu_count())
+    return list(results)
