@@ -306,7 +306,7 @@ class Grid:
         return a.c, a.f + a.e * self.height, a.c + a.a * self.width, a.f
 
     def window_transform(self, row0: int, col0: int) -> Affine:
-        return self.affine * Affine.translation(col0, row0)
+        return self.affine @ Affine.translation(col0, row0)
 
 
 @dataclass(frozen=True)
@@ -374,7 +374,7 @@ class EpochReader:
 
     def _read_warped(self, ds, row0, col0, data, valid):
         height, width = valid.shape
-        dst_transform = self.grid.affine * Affine.translation(col0, row0)
+        dst_transform = self.grid.affine @ Affine.translation(col0, row0)
         src_transform = Affine(*self.src_transform) if self.src_transform else ds.transform
         with WarpedVRT(ds, src_transform=src_transform, crs=self.grid.crs, transform=dst_transform,
                        width=width, height=height, resampling=Resampling.bilinear, add_alpha=True) as vrt:

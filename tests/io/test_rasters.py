@@ -1,0 +1,157 @@
+"""Reading epochs: files, folders of sheets, masks, windows beyond the edge, bad inputs."""
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from imagery_watch.align import make_reader, plan_grid
+from imagery_watch.errors import GridMismatchError, InputFileError
+from imagery_watch.io.rasters import build_mosaic_vrt, describe_epoch
+
+ORIGIN = (650_000.0, 3_410_000.0)
+
+
+def texture(shape, seed=0):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(20, 235, size=shape).astype(np.uint8)
+    return np.stack([ndimage.uniform_filter(b, 3) for b in img])
+
+
+def write(path, data, *, x0=ORIGIN[0], y0=ORIGIN[1], res=0.2, crs="EPSG:4549", jpeg=False, invalid_rows=0,
+          dtype="uint8"):
+    count, h, w = data.shape
+    prof = dict(driver="GTiff", width=w, height=h, count=count, dtype=dtype,
+                transform=from_origin(x0, y0, res, res), tiled=True, blockxsize=128, blockysize=128)
+    if crs:
+        prof["crs"] = crs
+    if jpeg:
+        prof.update(compress="jpeg", photometric="ycbcr")
+    else:
+        prof.update(compress="deflate", nodata=0)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", **prof) as ds:
+            out = data.copy()
+            if invalid_rows and not jpeg:
+                out[:, :invalid_rows] = 0
+            ds.write(out)
+            if jpeg:
+                m = np.full((h, w), 255, np.uint8)
+                m[:invalid_rows] = 0
+                ds.write_mask(m)
+    return path
+
+
+@pytest.mark.parametrize("jpeg", [False, True])
+def test_folder_of_sheets_becomes_one_mosaic_with_masks(tmp_path, jpeg):
+    img = texture((3, 256, 512))
+    (tmp_path / "sheets").mkdir()
+    write(tmp_path / "sheets" / "a.tif", img[:, :, :256], jpeg=jpeg, invalid_rows=40)
+    write(tmp_path / "sheets" / "b.tif", img[:, :, 256:], x0=ORIGIN[0] + 256 * 0.2, jpeg=jpeg, invalid_rows=40)
+    info = describe_epoch(tmp_path / "sheets", work_dir=tmp_path / "work", label="before")
+    assert (info.width, info.height, info.count) == (512, 256, 3)
+    assert len(info.sheets) == 2
+    grid = plan_grid(info, info).grid
+    data, valid = make_reader(info, grid, (1, 2, 3)).read(-8, -8, 272, 528)
+    assert data.shape == (3, 272, 528)
+    # outside the raster and in the masked margin: invalid; elsewhere valid
+    assert not valid[:48].any() and not valid[:, :8].any() and not valid[:, -8:].any()
+    assert valid[48:264, 8:520].all()
+    if not jpeg:
+        np.testing.assert_array_equal(data[:, 48:264, 8:520], img[:, 40:, :])
+
+
+def test_reader_window_matches_file(tmp_path):
+    img = texture((3, 300, 300), seed=3)
+    info = describe_epoch(write(tmp_path / "a.tif", img), work_dir=tmp_path, label="before")
+    grid = plan_grid(info, info).grid
+    data, valid = make_reader(info, grid, (3, 2, 1)).read(10, 20, 50, 60)
+    np.testing.assert_array_equal(data, img[::-1, 10:60, 20:80])
+    assert valid.all()
+
+
+def test_integer_shift_read_equals_offset_window(tmp_path):
+    img = texture((3, 200, 200), seed=4)
+    info = describe_epoch(write(tmp_path / "a.tif", img), work_dir=tmp_path, label="after")
+    grid = plan_grid(info, info).grid
+    shifted, _ = make_reader(info, grid, (1, 2, 3), shift_rc=(2, -3)).read(50, 50, 40, 40)
+    np.testing.assert_array_equal(shifted, img[:, 52:92, 47:87])
+
+
+def test_warped_read_of_other_crs_is_georeferenced(tmp_path):
+    img = texture((3, 400, 400), seed=5)
+    before = describe_epoch(write(tmp_path / "b.tif", img), work_dir=tmp_path, label="before")
+    # the same image, georeferenced in EPSG:4528 (zone number in the easting)
+    after = describe_epoch(write(tmp_path / "a.tif", img, x0=ORIGIN[0] + 40_000_000, crs="EPSG:4528"),
+                           work_dir=tmp_path, label="after")
+    plan = plan_grid(before, after)
+    assert plan.after_warped and not plan.before_warped
+    assert any("warped" in n for n in plan.notes)
+    a, va = make_reader(after, plan.grid, (1, 2, 3)).read(100, 100, 100, 100)
+    b, _ = make_reader(before, plan.grid, (1, 2, 3)).read(100, 100, 100, 100)
+    assert va.all()
+    assert np.abs(a.astype(int) - b).mean() < 1.0
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputFileError, match=r"nope\.tif: before epoch not found.*inputs\.before"):
+        describe_epoch(tmp_path / "nope.tif", work_dir=tmp_path, label="before")
+
+
+def test_corrupt_file(tmp_path):
+    path = write(tmp_path / "a.tif", texture((3, 256, 256)))
+    data = path.read_bytes()
+    path.write_bytes(data[:200])
+    with pytest.raises(InputFileError, match=r"a\.tif: cannot open"):
+        describe_epoch(path, work_dir=tmp_path, label="before")
+
+
+def test_no_crs(tmp_path):
+    path = write(tmp_path / "a.tif", texture((3, 64, 64)), crs=None)
+    with pytest.raises(GridMismatchError, match=r"a\.tif: before epoch has no CRS.*gdal_edit"):
+        describe_epoch(path, work_dir=tmp_path, label="before")
+
+
+def test_sixteen_bit(tmp_path):
+    path = write(tmp_path / "a.tif", texture((3, 64, 64)).astype("uint16") * 100, dtype="uint16")
+    with pytest.raises(InputFileError, match=r"uint16.*8-bit.*gdal_translate"):
+        describe_epoch(path, work_dir=tmp_path, label="after")
+
+
+def test_too_few_bands(tmp_path):
+    path = write(tmp_path / "a.tif", texture((2, 64, 64)))
+    with pytest.raises(GridMismatchError, match="2 band"):
+        describe_epoch(path, work_dir=tmp_path, label="after")
+
+
+def test_sheet_in_other_crs_is_named(tmp_path):
+    (tmp_path / "s").mkdir()
+    write(tmp_path / "s" / "a.tif", texture((3, 64, 64)))
+    write(tmp_path / "s" / "b.tif", texture((3, 64, 64)), crs="EPSG:32651", x0=300_000)
+    with pytest.raises(GridMismatchError, match=r"b\.tif: CRS .* differs"):
+        build_mosaic_vrt(tmp_path / "s", tmp_path / "m.vrt")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "s").mkdir()
+    with pytest.raises(InputFileError, match="no raster sheets"):
+        describe_epoch(tmp_path / "s", work_dir=tmp_path, label="before")
+
+
+def test_no_overlap(tmp_path):
+    b = describe_epoch(write(tmp_path / "b.tif", texture((3, 64, 64))), work_dir=tmp_path, label="before")
+    a = describe_epoch(write(tmp_path / "a.tif", texture((3, 64, 64)), x0=ORIGIN[0] + 1000), work_dir=tmp_path,
+                       label="after")
+    with pytest.raises(GridMismatchError, match="do not overlap"):
+        plan_grid(b, a)
+
+
+def test_partial_overlap_is_processed_and_reported(tmp_path):
+    b = describe_epoch(write(tmp_path / "b.tif", texture((3, 100, 100))), work_dir=tmp_path, label="before")
+    a = describe_epoch(write(tmp_path / "a.tif", texture((3, 100, 100)), x0=ORIGIN[0] + 10), work_dir=tmp_path,
+                       label="after")
+    plan = plan_grid(b, a)
+    assert (plan.grid.width, plan.grid.height) == (50, 100)
+    assert any("partial overlap" in n for n in plan.notes)
