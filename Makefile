@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 PIP     = $(BIN)/python -m pip
 OUT    ?= out/sample
 
-.PHONY: demo test install install-test bench clean help sample-tiles
+.PHONY: demo test install install-test bench clean help sample-tiles browser
 
 help:
 	@echo "make demo   - set up .venv and run the sample job (outputs in $(OUT))"
@@ -40,7 +40,14 @@ demo: install
 	@echo "  job.json       job state: inputs, grid, fitted parameters (lets a killed job resume)"
 	$(BIN)/imagery-watch evaluate $(OUT)/patches.gpkg sample_tiles/layers.gpkg --json $(OUT)/evaluation.json
 
-test: install-test
+# Browser tests drive Debian's chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install-test browser
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: install-test

@@ -23,6 +23,7 @@ _SUBCOMMANDS = {
     "detect-pairs": "detect:detect_pairs",
     "evaluate": "evaluate:evaluate",
     "synthetic": "synthetic:synthetic",
+    "review": "review:review",
 }
 
 
