@@ -1,0 +1,320 @@
+"""Patch files: the GeoPackage of change patches, and the per-chunk pieces of a job.
+
+* :func:`write_patches` / :func:`read_patches`: the patch table (DESIGN.md §3) as a
+  GeoPackage layer, written atomically, with a default QGIS style (categorised by
+  ``rule``) in the ``layer_styles`` table, so QGIS opens it styled.
+* :func:`save_pieces` / :func:`load_pieces`: one compressed ``.npz`` per chunk holding
+  :class:`~imagery_watch.vectorise.BlockPieces` as plain arrays (no pickle).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+import os
+import sqlite3
+import zipfile
+from pathlib import Path
+from typing import Sequence
+from xml.etree import ElementTree as ET
+
+import numpy as np
+
+from ..errors import InputFileError, OutputError
+
+log = logging.getLogger(__name__)
+
+#: fixed timestamp written into GeoPackages so that files are reproducible
+GPKG_DATE = "2000-01-01T00:00:00.000Z"
+
+#: fill colours of the first rules (ColorBrewer Set1, then Dark2); more are generated
+_PALETTE = (
+    (228, 26, 28), (255, 127, 0), (77, 175, 74), (152, 78, 163), (166, 86, 40),
+    (55, 126, 184), (247, 129, 191), (27, 158, 119), (117, 112, 179), (230, 171, 2),
+)
+
+_STYLE_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS layer_styles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    f_table_catalog TEXT(256),
+    f_table_schema TEXT(256),
+    f_table_name TEXT(256),
+    f_geometry_column TEXT(256),
+    styleName TEXT(30),
+    styleQML TEXT,
+    styleSLD TEXT,
+    useAsDefault BOOLEAN,
+    description TEXT,
+    owner TEXT(30),
+    ui TEXT(30),
+    update_time DATETIME DEFAULT CURRENT_TIMESTAMP
+)
+"""
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
+def _check_writable_folder(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: folder {folder} does not exist; create it or choose another output path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: folder {folder} is not writable; choose a folder you can write to")
+
+
+# --------------------------------------------------------------------------------------
+# per-chunk pieces
+
+
+def save_pieces(pieces, path: str | os.PathLike) -> None:
+    """Write the pieces of one chunk to ``path`` (compressed npz, atomically).
+
+    Parameters
+    ----------
+    pieces : imagery_watch.vectorise.BlockPieces
+    path : path
+        Target file; written exactly there (no suffix is added).
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written.
+    """
+    path = Path(path)
+    tmp = _tmp(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **pieces.to_arrays())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write chunk pieces ({exc.strerror or exc}); "
+                          "check free space and permissions of the job folder") from None
+
+
+def load_pieces(path: str | os.PathLike):
+    """Read the pieces of one chunk written by :func:`save_pieces`.
+
+    Returns
+    -------
+    imagery_watch.vectorise.BlockPieces
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing or is not a pieces file.
+    """
+    from ..vectorise import BlockPieces
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        return BlockPieces.from_arrays(arrays)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: chunk pieces not found; re-run the job to recompute the chunk") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputFileError(f"{path}: not a valid chunk pieces file ({exc}); delete it and re-run the job "
+                             "to recompute the chunk") from None
+
+
+# --------------------------------------------------------------------------------------
+# patch GeoPackage
+
+
+def rule_colours(rule_names: Sequence[str]) -> dict:
+    """A distinct RGB colour per rule name, stable for a given rule order."""
+    out = {}
+    for i, name in enumerate(rule_names):
+        if i < len(_PALETTE):
+            out[name] = _PALETTE[i]
+        else:
+            r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.9)
+            out[name] = (int(r * 255), int(g * 255), int(b * 255))
+    return out
+
+
+def _fill_layer(parent: ET.Element, rgb: tuple) -> None:
+    """A QGIS SimpleFill symbol layer: translucent fill, opaque outline of the same colour."""
+    layer = ET.SubElement(parent, "layer", {"class": "SimpleFill", "enabled": "1", "pass": "0", "locked": "0"})
+    props = {
+        "color": "{},{},{},90".format(*rgb),
+        "outline_color": "{},{},{},255".format(*rgb),
+        "outline_style": "solid",
+        "outline_width": "0.6",
+        "outline_width_unit": "MM",
+        "style": "solid",
+        "joinstyle": "miter",
+        "offset": "0,0",
+        "offset_unit": "MM",
+    }
+    option = ET.SubElement(layer, "Option", {"type": "Map"})
+    for k, v in props.items():
+        ET.SubElement(option, "Option", {"type": "QString", "name": k, "value": v})
+    for k, v in props.items():  # QGIS < 3.26 reads these
+        ET.SubElement(layer, "prop", {"k": k, "v": v})
+
+
+def _symbol(parent: ET.Element, tag: str, name: str, rgb: tuple) -> None:
+    sym = ET.SubElement(parent, tag, {"type": "fill", "name": name, "alpha": "1",
+                                      "clip_to_extent": "1", "force_rhr": "0"})
+    _fill_layer(sym, rgb)
+
+
+def style_qml(rule_names: Sequence[str], *, field: str = "rule") -> str:
+    """QGIS style (QML) of a categorised renderer by ``field``, one colour per rule."""
+    colours = rule_colours(rule_names)
+    root = ET.Element("qgis", {"version": "3.28.0", "styleCategories": "Symbology"})
+    renderer = ET.SubElement(root, "renderer-v2", {"type": "categorizedSymbol", "attr": field,
+                                                   "forceraster": "0", "symbollevels": "0",
+                                                   "enableorderby": "0", "referencescale": "-1"})
+    cats = ET.SubElement(renderer, "categories")
+    for i, name in enumerate(rule_names):
+        ET.SubElement(cats, "category", {"symbol": str(i), "value": name, "label": name,
+                                         "render": "true", "type": "string"})
+    symbols = ET.SubElement(renderer, "symbols")
+    for i, name in enumerate(rule_names):
+        wrap = ET.Element("symbols")
+        _symbol(wrap, "symbol", str(i), colours[name])
+        symbols.append(wrap[0])
+    source = ET.SubElement(renderer, "source-symbol")
+    _symbol(source, "symbol", "0", (128, 128, 128))
+    ET.SubElement(root, "layerGeometryType").text = "2"
+    body = ET.tostring(root, encoding="unicode")
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body
+
+
+def style_sld(rule_names: Sequence[str], *, layer: str, field: str = "rule") -> str:
+    """The same style as OGC SLD 1.1 (used by QGIS when QML is not understood)."""
+    ns = {"": "http://www.opengis.net/sld", "ogc": "http://www.opengis.net/ogc",
+          "se": "http://www.opengis.net/se", "xlink": "http://www.w3.org/1999/xlink"}
+    se, ogc, sld = "{%s}" % ns["se"], "{%s}" % ns["ogc"], "{%s}" % ns[""]
+    for prefix, uri in ns.items():
+        ET.register_namespace(prefix, uri)
+    root = ET.Element(sld + "StyledLayerDescriptor", {"version": "1.1.0"})
+    named = ET.SubElement(root, sld + "NamedLayer")
+    ET.SubElement(named, se + "Name").text = layer
+    style = ET.SubElement(ET.SubElement(named, sld + "UserStyle"), se + "FeatureTypeStyle")
+    for name, rgb in rule_colours(rule_names).items():
+        rule = ET.SubElement(style, se + "Rule")
+        ET.SubElement(rule, se + "Name").text = name
+        flt = ET.SubElement(ET.SubElement(rule, ogc + "Filter"), ogc + "PropertyIsEqualTo")
+        ET.SubElement(flt, ogc + "PropertyName").text = field
+        ET.SubElement(flt, ogc + "Literal").text = name
+        poly = ET.SubElement(rule, se + "PolygonSymbolizer")
+        hexcol = "#{:02x}{:02x}{:02x}".format(*rgb)
+        fill = ET.SubElement(poly, se + "Fill")
+        ET.SubElement(fill, se + "SvgParameter", {"name": "fill"}).text = hexcol
+        ET.SubElement(fill, se + "SvgParameter", {"name": "fill-opacity"}).text = "0.35"
+        stroke = ET.SubElement(poly, se + "Stroke")
+        ET.SubElement(stroke, se + "SvgParameter", {"name": "stroke"}).text = hexcol
+        ET.SubElement(stroke, se + "SvgParameter", {"name": "stroke-width"}).text = "2"
+    return ET.tostring(root, encoding="unicode")
+
+
+def _add_style(path: Path, *, layer: str, geometry_column: str, rule_names: Sequence[str]) -> None:
+    """Store the default style of ``layer`` in the GeoPackage's ``layer_styles`` table."""
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            con.execute(_STYLE_TABLE_SQL)
+            con.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
+            con.execute(
+                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                "VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', '', ?)",
+                (layer, geometry_column, layer, style_qml(rule_names), style_sld(rule_names, layer=layer),
+                 "imagery_watch default style: patches coloured by rule", GPKG_DATE))
+            con.execute(
+                "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description, "
+                "last_change) VALUES ('layer_styles', 'attributes', 'layer_styles', '', ?)", (GPKG_DATE,))
+    finally:
+        con.close()
+
+
+def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
+                  rule_names: Sequence[str] | None = None) -> None:
+    """Write the patch table to a GeoPackage, atomically, with a default QGIS style.
+
+    Parameters
+    ----------
+    gdf : geopandas.GeoDataFrame
+        Patch table (see :func:`imagery_watch.vectorise.merge_pieces`).
+    path : path
+        Target ``.gpkg``; replaced whole (other layers of an existing file are not kept).
+    layer : str
+        Layer name.
+    rule_names : sequence of str, optional
+        Rules to give a colour in the style (config order); default: the rules in ``gdf``.
+
+    Raises
+    ------
+    OutputError
+        If the folder does not exist or is not writable, or writing fails. An existing
+        file at ``path`` is left as it was.
+    """
+    import pyogrio
+
+    path = Path(path)
+    _check_writable_folder(path)
+    if rule_names is None:
+        rule_names = list(dict.fromkeys(gdf["rule"])) if "rule" in gdf.columns else []
+    types = set(gdf.geom_type.dropna()) if len(gdf) else set()
+    geometry_type = "Polygon" if types <= {"Polygon"} else "MultiPolygon" if types <= {"Polygon", "MultiPolygon"} \
+        else "Unknown"
+    tmp = _tmp(path)
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_DATE})
+    try:
+        tmp.unlink(missing_ok=True)
+        pyogrio.write_dataframe(gdf, tmp, layer=layer, driver="GPKG", geometry_type=geometry_type,
+                                promote_to_multi=geometry_type == "MultiPolygon")
+        _add_style(tmp, layer=layer, geometry_column=gdf.geometry.name, rule_names=list(rule_names))
+        os.replace(tmp, path)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, sqlite3.Error) as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write patches GeoPackage ({exc}); check free space and "
+                          "that the folder is writable") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+    log.info("wrote %d patches to %s (layer %s)", len(gdf), path, layer)
+
+
+def read_patches(path: str | os.PathLike, layer: str = "patches"):
+    """Read a patch layer (or any polygon layer, e.g. truth polygons) from a GeoPackage.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing, is not a readable vector file, or has no such layer.
+    """
+    import pyogrio
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found; pass the path of a GeoPackage (.gpkg)")
+    try:
+        layers = [row[0] for row in pyogrio.list_layers(path)]
+    except (pyogrio.errors.DataSourceError, OSError) as exc:
+        raise InputFileError(f"{path}: not a readable GeoPackage ({exc}); check the file or write it again") \
+            from None
+    if layer not in layers:
+        raise InputFileError(f"{path}: no layer {layer!r}; the file has: {', '.join(layers) or '(none)'}. "
+                             "Pass the right layer name")
+    try:
+        return pyogrio.read_dataframe(path, layer=layer)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
+        raise InputFileError(f"{path}: cannot read layer {layer!r} ({exc})") from None
+
+
+__all__ = ["write_patches", "read_patches", "save_pieces", "load_pieces", "style_qml", "style_sld",
+           "rule_colours"]

@@ -1,0 +1,173 @@
+"""Tests of imagery_watch.io.patches: patch GeoPackage with QGIS style, chunk pieces files."""
+
+import os
+import sqlite3
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+
+from imagery_watch.errors import InputFileError, OutputError
+from imagery_watch.io import patches as patches_io
+from imagery_watch.io.patches import load_pieces, read_patches, save_pieces, write_patches
+from imagery_watch.vectorise import merge_pieces, vectorise_block
+
+TRANSFORM = Affine(0.2, 0.0, 500_000.0, 0.0, -0.2, 3_400_000.0)
+RULES = ("construction_on_farmland", "afforestation", "demolition")
+
+
+def _pieces(seed=0, shape=(40, 50), row0=0, col0=0):
+    rng = np.random.default_rng(seed)
+    rule = np.where(rng.random(shape) < 0.5, rng.integers(1, 4, shape), 0).astype(np.uint8)
+    return vectorise_block(rule, score=rng.random(shape, dtype=np.float32),
+                           before_class=rng.integers(0, 7, shape, dtype=np.uint8),
+                           after_class=rng.integers(0, 7, shape, dtype=np.uint8),
+                           farmland=rng.random(shape) < 0.5, approved=None,
+                           county=rng.integers(0, 3, shape, dtype=np.uint16), row0=row0, col0=col0,
+                           transform=TRANSFORM)
+
+
+@pytest.fixture(scope="module")
+def patches():
+    return merge_pieces([_pieces()], rule_names=RULES, min_area_m2=(0.0, 0.1, 0.0), pixel_area_m2=0.04,
+                        crs="EPSG:4549", county_names=("Nanhu", "Pinghu"),
+                        provenance={"job_id": "j1", "epoch_before": "2023", "epoch_after": "2024"})
+
+
+def test_round_trip(tmp_path, patches):
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    back = read_patches(path)
+    assert len(back) == len(patches) > 10
+    assert list(back.columns) == list(patches.columns)
+    attrs = [c for c in patches.columns if c != "geometry"]
+    for c in attrs:
+        if patches[c].dtype.kind == "f":
+            np.testing.assert_allclose(back[c], patches[c], rtol=1e-12)
+        else:
+            assert list(back[c]) == list(patches[c]), c
+    assert back.crs.to_epsg() == 4549
+    assert shapely.equals(np.asarray(back.geometry.values), np.asarray(patches.geometry.values)).all()
+    assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
+
+
+def test_round_trip_of_an_empty_table(tmp_path, patches):
+    path = tmp_path / "empty.gpkg"
+    write_patches(patches.iloc[:0], path, rule_names=RULES)
+    back = read_patches(path)
+    assert len(back) == 0 and "patch_id" in back.columns
+
+
+def test_writes_are_reproducible(tmp_path, patches):
+    a, b = tmp_path / "a.gpkg", tmp_path / "b.gpkg"
+    write_patches(patches, a, rule_names=RULES)
+    write_patches(patches, b, rule_names=RULES)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_default_qgis_style_is_stored(tmp_path, patches):
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    con = sqlite3.connect(path)
+    try:
+        cols = [r[1] for r in con.execute("PRAGMA table_info(layer_styles)")]
+        rows = con.execute("SELECT f_table_name, f_geometry_column, styleName, styleQML, styleSLD, useAsDefault "
+                           "FROM layer_styles").fetchall()
+        contents = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchall()
+    finally:
+        con.close()
+    for c in ("f_table_catalog", "f_table_schema", "f_table_name", "f_geometry_column", "styleName", "styleQML",
+              "styleSLD", "useAsDefault", "description", "owner", "ui", "update_time"):
+        assert c in cols
+    assert contents == [("attributes",)]
+    assert len(rows) == 1
+    table, geom_col, name, qml, sld, default = rows[0]
+    assert table == "patches" and geom_col == "geometry" and default == 1
+    root = ET.fromstring(qml.split("\n", 1)[1])  # skip the DOCTYPE line
+    renderer = root.find("renderer-v2")
+    assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "rule"
+    values = [c.get("value") for c in renderer.find("categories")]
+    assert values == list(RULES)
+    colours = {o.get("value") for o in renderer.iter("Option") if o.get("name") == "color"}
+    assert len(colours) == len(RULES) + 1  # one per rule, plus the grey source symbol
+    sld_root = ET.fromstring(sld)
+    literals = [e.text for e in sld_root.iter("{http://www.opengis.net/ogc}Literal")]
+    assert literals == list(RULES)
+
+
+def test_failed_write_leaves_the_existing_file_intact(tmp_path, patches, monkeypatch):
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    monkeypatch.setattr(patches_io, "_add_style", broken)
+    with pytest.raises(OutputError, match="cannot write patches GeoPackage"):
+        write_patches(patches.iloc[:3], path, rule_names=RULES)
+    assert path.read_bytes() == before
+    assert len(read_patches(path)) == len(patches)
+    assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
+
+
+def test_unwritable_folder_raises_output_error(tmp_path, patches):
+    with pytest.raises(OutputError, match="does not exist; create it"):
+        write_patches(patches, tmp_path / "missing" / "p.gpkg")
+    if os.geteuid() != 0:  # root can write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(OutputError, match="not writable"):
+                write_patches(patches, ro / "p.gpkg")
+        finally:
+            ro.chmod(0o700)
+
+
+def test_read_errors(tmp_path, patches):
+    with pytest.raises(InputFileError, match="file not found"):
+        read_patches(tmp_path / "nope.gpkg")
+    corrupt = tmp_path / "corrupt.gpkg"
+    corrupt.write_bytes(b"this is not a geopackage" * 100)
+    with pytest.raises(InputFileError, match="not a readable GeoPackage"):
+        read_patches(corrupt)
+    path = tmp_path / "p.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    with pytest.raises(InputFileError, match="no layer 'truth'.*patches"):
+        read_patches(path, layer="truth")
+
+
+def test_pieces_round_trip(tmp_path):
+    p = _pieces(seed=1, row0=64, col0=128)
+    path = tmp_path / "r000001_c000002.npz"
+    save_pieces(p, path)
+    assert path.exists() and not list(tmp_path.glob(".*tmp*"))
+    q = load_pieces(path)
+    assert (q.row0, q.col0, q.shape, q.transform) == (p.row0, p.col0, p.shape, p.transform)
+    for name in ("rule", "pixel_count", "score_sum", "score_max", "before_hist", "after_hist", "farmland_px",
+                 "approved_px", "county_px", "anchor"):
+        np.testing.assert_array_equal(getattr(q, name), getattr(p, name))
+        assert getattr(q, name).dtype == getattr(p, name).dtype
+    for edge in ("top", "bottom", "left", "right"):
+        np.testing.assert_array_equal(q.edges[edge], p.edges[edge])
+    assert shapely.equals_exact(q.geometry, p.geometry, tolerance=0).all()
+    # empty pieces too
+    empty = vectorise_block(np.zeros((5, 5), np.uint8), score=np.zeros((5, 5), np.float32),
+                            before_class=np.zeros((5, 5), np.uint8), after_class=np.zeros((5, 5), np.uint8),
+                            row0=0, col0=0, transform=TRANSFORM)
+    save_pieces(empty, tmp_path / "e.npz")
+    assert len(load_pieces(tmp_path / "e.npz")) == 0
+
+
+def test_pieces_errors(tmp_path):
+    with pytest.raises(InputFileError, match="chunk pieces not found"):
+        load_pieces(tmp_path / "nope.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(InputFileError, match="not a valid chunk pieces file"):
+        load_pieces(bad)
+    with pytest.raises(OutputError, match="cannot write chunk pieces"):
+        save_pieces(_pieces(), tmp_path / "missing" / "x.npz")
