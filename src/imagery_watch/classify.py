@@ -1,0 +1,307 @@
+"""Land cover of one epoch by rules that need no training (pure numpy block kernels).
+
+The classes (:class:`~imagery_watch.classes.LandCover`) are decided per pixel from the
+evidence of :mod:`imagery_watch.features`, in this order:
+
+1. ``NODATA`` where ``valid`` is False;
+2. ``SHADOW``: very dark (brightness below ``shadow_brightness``), unless clearly green;
+3. vegetation (``exg > exg_veg`` and green above red, or ``ndvi > ndvi_veg`` when NIR exists), split into
+   ``TREE`` (rough canopy: local roughness >= ``tree_texture``) and ``LOW_VEGETATION``;
+4. ``WATER``: dark, smooth, not reddish and at most moderately green;
+5. ``BUILT``: grey/white (low saturation), bluish (steel sheet) or red tiles (red
+   chromaticity well above green), or very bright;
+6. ``BARE``: everything else (brown/yellow soil, tilled or harvested fields, rubble).
+
+Finally a majority filter over a small window makes the classes robust to speckle and to
+the ragged edges of misregistered objects.
+
+Thresholds come from :class:`ClassifierParams`, fitted once per epoch by
+:func:`fit_classifier` from sample blocks drawn across the whole mosaic (Otsu on one
+histogram of all samples, or robust medians), clipped to physically sensible ranges so that
+a scene with little vegetation or no shadow cannot produce absurd thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .classes import LandCover
+from .features import Features, box_sum, compute_features, features_halo_px, radius_px
+
+__all__ = [
+    "ClassifierParams",
+    "fit_classifier",
+    "classify_block",
+    "classify_features",
+    "majority_filter",
+    "classify_halo_px",
+    "otsu_threshold",
+]
+
+_N_CLASSES = 6
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """Thresholds and window sizes of the rule-based classifier of one epoch.
+
+    Attributes
+    ----------
+    exg_veg : float
+        Excess-green (chromaticity) above which a pixel is vegetation (RGB only).
+    green_excess : float
+        Green minus red chromaticity above which a pixel may be vegetation (RGB only):
+        ripe, yellow crops and straw have red >= green and count as bare.
+    ndvi_veg : float
+        NDVI above which a pixel is vegetation (used when the image has NIR).
+    shadow_brightness : float
+        Mean brightness (0..255) below which a pixel is shadow.
+    water_brightness, water_texture : float
+        Water is darker than ``water_brightness`` and smoother than ``water_texture``.
+    tree_texture : float
+        Local std of luminance above which vegetation is tree canopy.
+    grey_saturation : float
+        Saturation below which a non-vegetated pixel is built (concrete, grey/white roof).
+    red_excess : float
+        Red minus green chromaticity above which a non-vegetated pixel is a tiled roof.
+    blue_excess : float
+        Blue minus red chromaticity above which a non-vegetated pixel is built (steel).
+    white_brightness : float
+        Brightness above which a non-vegetated pixel is built (white roofs, greenhouses).
+    smooth_m, texture_m, majority_m : float
+        Radii in metres of the band smoothing, the texture window and the majority filter.
+    model_path : str or None
+        Hook for a trained per-scene classifier (not used yet).
+    """
+
+    exg_veg: float = 0.06
+    ndvi_veg: float = 0.2
+    green_excess: float = 0.0
+    shadow_brightness: float = 40.0
+    water_brightness: float = 70.0
+    water_texture: float = 1.5
+    tree_texture: float = 4.0
+    grey_saturation: float = 0.13
+    red_excess: float = 0.17
+    blue_excess: float = 0.01
+    white_brightness: float = 215.0
+    smooth_m: float = 0.2
+    texture_m: float = 1.0
+    majority_m: float = 0.0
+    model_path: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClassifierParams":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown classifier parameter {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        return cls(**data)
+
+    def radii_px(self, pixel_size_m: float) -> tuple:
+        """(smooth, texture, majority) radii in pixels."""
+        return (min(3, radius_px(self.smooth_m, pixel_size_m)),
+                min(7, radius_px(self.texture_m, pixel_size_m)),
+                min(2, radius_px(self.majority_m, pixel_size_m)))
+
+
+def otsu_threshold(hist: np.ndarray, edges: np.ndarray) -> float:
+    """Otsu threshold of a histogram (counts per bin, ``len(edges) == len(hist) + 1``).
+
+    Returns the upper edge of the bin that maximises the between-class variance, so one
+    histogram gathered over all samples of a mosaic is thresholded once.
+    """
+    hist = np.asarray(hist, dtype=np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    total = w0[-1]
+    if total <= 0:
+        return float(centres[len(centres) // 2])
+    m0 = np.cumsum(hist * centres)
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = m0 / w0
+        mu1 = (m0[-1] - m0) / w1
+        between = w0 * w1 * (mu0 - mu1) ** 2
+    between[~np.isfinite(between)] = -1
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def classify_halo_px(*, params: ClassifierParams, pixel_size_m: float) -> int:
+    """Halo of :func:`classify_block` in pixels (features plus majority filter)."""
+    s, t, m = params.radii_px(pixel_size_m)
+    return features_halo_px(smooth_px=s, texture_px=t) + m
+
+
+def classify_features(feat: Features, valid: np.ndarray, *, params: ClassifierParams) -> np.ndarray:
+    """Per-pixel classes from features (no neighbourhood, halo 0), uint8 LandCover codes."""
+    p = params
+    f32 = np.float32
+    C = LandCover
+    if feat.ndvi is not None:
+        veg = feat.ndvi > f32(p.ndvi_veg)
+    else:
+        veg = feat.exg > f32(p.exg_veg)
+        veg &= (feat.green - feat.red) > f32(p.green_excess)  # yellow (ripe) crops are not green
+    out = np.full(valid.shape, C.BARE, dtype=np.uint8)
+    nonveg = ~veg
+    built = feat.saturation < f32(p.grey_saturation)
+    built |= (feat.red - feat.green) > f32(p.red_excess)
+    built |= (feat.blue - feat.red) > f32(p.blue_excess)
+    built |= feat.brightness > f32(p.white_brightness)
+    built &= nonveg
+    out[built] = C.BUILT
+    tree = feat.texture >= f32(p.tree_texture)
+    tree &= veg
+    out[veg] = C.LOW_VEGETATION
+    out[tree] = C.TREE
+    # dark, smooth, not reddish and at most moderately green (turbid or algal water)
+    water = feat.brightness < f32(p.water_brightness)
+    water &= feat.texture < f32(p.water_texture)
+    water &= feat.red < f32(0.37)
+    water &= feat.exg < f32(0.2)
+    out[water] = C.WATER
+    shadow = feat.brightness < f32(p.shadow_brightness)
+    # dark but clearly green (shade inside a canopy) stays vegetation
+    shadow &= ~(veg & (feat.brightness >= f32(0.5 * p.shadow_brightness)))
+    out[shadow] = C.SHADOW
+    out[~valid] = C.NODATA
+    return out
+
+
+def majority_filter(classes: np.ndarray, *, radius: int) -> np.ndarray:
+    """Most frequent class over the (2r+1)^2 window; ties keep the pixel's own class.
+
+    ``NODATA`` (0) pixels stay 0 and are not counted. Halo = ``radius``.
+
+    Notes
+    -----
+    The counts of all six classes are gathered in one exact integer box sum of a packed
+    one-hot code (5 bits per class in a uint32, so windows up to 5 x 5 fit).
+    """
+    if radius == 0:
+        return classes.copy()
+    if radius > 2:
+        raise ValueError(f"majority_filter radius must be <= 2, found {radius}")
+    shifts = np.array([0] + [5 * (c - 1) for c in range(1, _N_CLASSES + 1)] + [0], dtype=np.uint32)
+    onehot = np.left_shift(np.uint32(1), shifts)
+    onehot[0] = 0
+    onehot[-1] = 0
+    packed = box_sum(onehot[np.minimum(classes, _N_CLASSES + 1)], radius=radius, dtype=np.uint32)
+    own = ((packed >> shifts[classes]) & np.uint32(31)).astype(np.uint8)
+    best = classes.copy()
+    for c in range(1, _N_CLASSES + 1):
+        cnt = ((packed >> np.uint32(5 * (c - 1))) & np.uint32(31)).astype(np.uint8)
+        better = cnt > own
+        best[better] = c
+        np.maximum(own, cnt, out=own)
+    best[classes == 0] = 0
+    return best
+
+
+def classify_block(image: np.ndarray, valid: np.ndarray, *, params: ClassifierParams,
+                   pixel_size_m: float) -> np.ndarray:
+    """Land-cover class of every pixel of one epoch.
+
+    Parameters
+    ----------
+    image : ndarray (band, y, x), uint8
+        R, G, B and optionally NIR.
+    valid : ndarray (y, x), bool
+        True where the pixel is usable.
+    params : ClassifierParams
+        Thresholds fitted once for the whole mosaic (:func:`fit_classifier`).
+    pixel_size_m : float
+        Ground size of one pixel in metres (window sizes are given in metres).
+
+    Returns
+    -------
+    ndarray (y, x), uint8
+        :class:`~imagery_watch.classes.LandCover` codes; ``NODATA`` where not valid.
+
+    Notes
+    -----
+    Halo: :func:`classify_halo_px`; block cores are bit-identical to the whole image.
+    """
+    if params.model_path is not None:
+        raise NotImplementedError("trained classifiers (params.model_path) are not supported yet")
+    s, t, m = params.radii_px(pixel_size_m)
+    feat = compute_features(image, smooth_px=s, texture_px=t)
+    raw = classify_features(feat, valid, params=params)
+    return majority_filter(raw, radius=m)
+
+
+def _hist(values: np.ndarray, lo: float, hi: float, bins: int = 256):
+    return np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+
+
+def fit_classifier(samples, valid_samples, *, pixel_size_m: float,
+                   base: ClassifierParams | None = None) -> ClassifierParams:
+    """Fit the thresholds of one epoch once, from sample blocks across the whole mosaic.
+
+    Parameters
+    ----------
+    samples : list of ndarray (band, y, x), uint8
+        Sample blocks of one epoch.
+    valid_samples : list of ndarray (y, x), bool
+        Usable pixels of each sample.
+    pixel_size_m : float
+        Ground size of one pixel in metres.
+    base : ClassifierParams, optional
+        Defaults (window sizes, fixed colour thresholds) to start from.
+
+    Returns
+    -------
+    ClassifierParams
+        ``exg_veg``/``ndvi_veg`` by Otsu on one histogram of all samples,
+        ``tree_texture`` by Otsu on the texture of vegetated pixels, shadow and water
+        brightness relative to the median brightness; each clipped to a sensible range.
+    """
+    p = base or ClassifierParams()
+    s, t, _ = p.radii_px(pixel_size_m)
+    exg_h = np.zeros(256)
+    ndvi_h = np.zeros(256)
+    bright_h = np.zeros(256)
+    tex_parts = []
+    feats = []
+    has_nir = False
+    for img, val in zip(samples, valid_samples):
+        f = compute_features(img, smooth_px=s, texture_px=t)
+        v = np.asarray(val, dtype=bool)
+        if not v.any():
+            continue
+        exg_h += _hist(f.exg[v], -0.3, 0.5)[0]
+        bright_h += _hist(f.brightness[v], 0, 256)[0]
+        if f.ndvi is not None:
+            has_nir = True
+            ndvi_h += _hist(f.ndvi[v], -0.5, 1.0)[0]
+        feats.append((f, v))
+    if not feats:
+        return p
+    edges_exg = np.linspace(-0.3, 0.5, 257)
+    exg_veg = float(np.clip(otsu_threshold(exg_h, edges_exg), 0.03, 0.10))
+    ndvi_veg = p.ndvi_veg
+    if has_nir:
+        ndvi_veg = float(np.clip(otsu_threshold(ndvi_h, np.linspace(-0.5, 1.0, 257)), 0.1, 0.4))
+    for f, v in feats:
+        veg = (f.ndvi > ndvi_veg) if f.ndvi is not None else (f.exg > exg_veg)
+        veg &= v
+        tex_parts.append(_hist(f.texture[veg], 0, 40, 160)[0])
+    tex_h = np.sum(tex_parts, axis=0)
+    tree_texture = p.tree_texture
+    if tex_h.sum() > 1000:
+        tree_texture = float(np.clip(otsu_threshold(tex_h, np.linspace(0, 40, 161)), 2.5, 8.0))
+    cum = np.cumsum(bright_h)
+    median_b = float(np.searchsorted(cum, cum[-1] / 2)) if cum[-1] > 0 else 120.0
+    shadow = float(np.clip(0.35 * median_b, 20.0, 55.0))
+    water = float(np.clip(0.6 * median_b, shadow + 5.0, 100.0))
+    return dataclasses.replace(p, exg_veg=exg_veg, ndvi_veg=ndvi_veg, tree_texture=tree_texture,
+                               shadow_brightness=shadow, water_brightness=water)

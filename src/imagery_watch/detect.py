@@ -1,0 +1,449 @@
+"""Change detection: change evidence combined with class transitions through the rules.
+
+For one block of a co-registered, radiometrically normalised pair:
+
+1. features and land-cover classes of both epochs (:mod:`~imagery_watch.features`,
+   :mod:`~imagery_watch.classify`, thresholds fitted per epoch);
+2. **change evidence**: for each of four features (red and green chromaticity, square
+   root of brightness, local texture), the difference between a pixel and the *closest*
+   value in a small neighbourhood (``tolerance_m``) of the other epoch, taken both ways and
+   the smaller kept (so a residual misregistration of about a pixel, and edges of roofs
+   and roads, give no evidence); each difference minus its global offset, divided by its
+   global robust spread; the Euclidean norm of the four;
+3. a pixel fires rule *k* when the evidence exceeds the fitted threshold, its (majority
+   filtered) class transition matches the rule, the location constraint holds, neither
+   epoch is shadow within ``shadow_buffer_m``, and no earlier rule fired there;
+4. each rule's mask is cleaned (:mod:`~imagery_watch.clean`), re-restricted to valid,
+   non-shadow pixels where the rule may fire, and the masks are combined in rule order.
+
+Seasonal crop change (green crop -> ripe, harvested or tilled) is a transition between
+``LOW_VEGETATION`` and ``BARE``, which the default rules do not contain, so strong colour
+evidence on farmland alone never fires.
+
+Location constraint when ``farmland is None`` (image-pair mode, no farmland layer):
+``where="farmland"`` rules fire anywhere, ``where="outside_farmland"`` rules never fire
+(otherwise seasonal bare -> crop would fire "reclamation" everywhere), ``"anywhere"``
+rules fire anywhere.
+
+All statistics (offsets, spreads, thresholds) are fitted once by :func:`fit_detector`
+from samples across the whole mosaic, never per block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from .classes import LandCover
+from .classify import (ClassifierParams, classify_features, fit_classifier, majority_filter,
+                       otsu_threshold)
+from .clean import clean_halo_px, clean_mask
+from .features import box_max, box_min, compute_features, features_halo_px, radius_px
+
+__all__ = ["DetectorParams", "DetectResult", "fit_detector", "detect_block", "detect_halo_px",
+           "detect_lazy", "change_evidence", "CHANGE_FEATURES"]
+
+#: names of the features compared between epochs, in the order of offsets/scales
+CHANGE_FEATURES = ("red", "green", "sqrt_brightness", "texture")
+_SCALE_FLOOR = (0.01, 0.01, 0.35, 0.5)
+_STRIP_ROWS = 128
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Everything :func:`detect_block` needs that is fitted once for the whole mosaic.
+
+    Attributes
+    ----------
+    before, after : ClassifierParams
+        Classifier thresholds of each epoch.
+    offsets, scales : tuple of float
+        Median and robust spread (1.4826 MAD) of ``after - before`` per change feature
+        (:data:`CHANGE_FEATURES`).
+    threshold : float
+        Change-evidence threshold, already divided by ``sensitivity``.
+    sensitivity : float
+        Multiplier given at fit time (higher = more detections).
+    tolerance_m : float
+        Misregistration tolerance radius of the evidence.
+    open_m, close_m, hole_m : float
+        Cleaning: opening and closing radii, largest filled hole extent.
+    shadow_buffer_m : float
+        Pixels this close to shadow in either epoch never fire (moved shadows make strong
+        edges that look like texture and colour change next to them).
+    """
+
+    before: ClassifierParams = ClassifierParams()
+    after: ClassifierParams = ClassifierParams()
+    offsets: tuple = (0.0, 0.0, 0.0, 0.0)
+    scales: tuple = _SCALE_FLOOR
+    threshold: float = 4.0
+    sensitivity: float = 1.0
+    tolerance_m: float = 0.2
+    open_m: float = 0.4
+    close_m: float = 0.4
+    hole_m: float = 2.0
+    shadow_buffer_m: float = 0.6
+    version: int = 1
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict (nested dicts for the classifiers)."""
+        d = dataclasses.asdict(self)
+        d["offsets"] = [float(x) for x in self.offsets]
+        d["scales"] = [float(x) for x in self.scales]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DetectorParams":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown detector parameter {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        d = dict(data)
+        for key in ("before", "after"):
+            if key in d and isinstance(d[key], dict):
+                d[key] = ClassifierParams.from_dict(d[key])
+        for key in ("offsets", "scales"):
+            if key in d:
+                d[key] = tuple(float(x) for x in d[key])
+        return cls(**d)
+
+    def radii_px(self, pixel_size_m: float) -> dict:
+        """Window radii in pixels of every step."""
+        s, t, m = self.before.radii_px(pixel_size_m)
+        s2, t2, m2 = self.after.radii_px(pixel_size_m)
+        return {
+            "smooth": max(s, s2), "texture": max(t, t2), "majority": max(m, m2),
+            "tolerance": min(3, radius_px(self.tolerance_m, pixel_size_m)),
+            "open": min(8, radius_px(self.open_m, pixel_size_m)),
+            "close": min(8, radius_px(self.close_m, pixel_size_m)),
+            "hole": int(min(64, round(self.hole_m / pixel_size_m))) if self.hole_m > 0 else 0,
+            "shadow_buffer": min(8, radius_px(self.shadow_buffer_m, pixel_size_m)),
+        }
+
+
+class DetectResult(NamedTuple):
+    """Outputs of :func:`detect_block`, all (y, x).
+
+    rule : uint8, 0 = no change, k = index of the rule in ``rules`` + 1.
+    score : float32 in [0, 1], change certainty (0.5 at the threshold).
+    before_class, after_class : uint8 LandCover codes (majority filtered).
+    """
+
+    rule: np.ndarray
+    score: np.ndarray
+    before_class: np.ndarray
+    after_class: np.ndarray
+
+
+def _pixel_halo(r: dict) -> int:
+    return (features_halo_px(smooth_px=r["smooth"], texture_px=r["texture"])
+            + max(r["majority"] + r["shadow_buffer"], r["tolerance"]))
+
+
+def detect_halo_px(*, pixel_size_m: float, params: DetectorParams) -> int:
+    """Pixels of context :func:`detect_block` needs on every side of a block.
+
+    A block read with this halo and cropped afterwards gives exactly (bit for bit) the
+    result of the whole image in its core: features, majority filter and evidence
+    tolerance, then opening, closing and hole filling, add up.
+    """
+    r = params.radii_px(pixel_size_m)
+    return _pixel_halo(r) + clean_halo_px(open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
+
+
+def _change_arrays(feat) -> list:
+    return [feat.red, feat.green, np.sqrt(feat.brightness), feat.texture]
+
+
+_QUANT = 16.0  # evidence quantum: 1/16 of a feature's robust spread
+
+
+def change_evidence(fb: list, fa: list, *, offsets, scales, tolerance_px: int) -> np.ndarray:
+    """Normalised multi-feature difference, tolerant to misregistration (float32, (y, x)).
+
+    For each feature pair, ``d = min(dist(a, range_b), dist(b, range_a))`` where
+    ``range_x`` is the min..max of ``x`` over the (2t+1)^2 window and ``a`` is shifted by
+    its global offset; then ``sqrt(sum((d / scale)**2))``. Features are quantised to
+    1/16 of their spread (int16) first, which is exact and fast. Halo = ``tolerance_px``.
+    """
+    total = None
+    f32 = np.float32
+    for b, a, off, sc, floor in zip(fb, fa, offsets, scales, _SCALE_FLOOR):
+        # features are bounded (chromaticity <= 1, sqrt brightness <= 16, texture <= 128),
+        # so with the floored spread the quantised values fit int16 without clipping
+        k = f32(_QUANT / max(sc, floor))
+        off = float(np.clip(off, -4 * floor * 100, 4 * floor * 100))
+        bq = (b * k).astype(np.int16)
+        aq = ((a - f32(off)) * k).astype(np.int16)
+        d_ab = np.maximum(aq - box_max(bq, radius=tolerance_px), box_min(bq, radius=tolerance_px) - aq)
+        d_ba = np.maximum(bq - box_max(aq, radius=tolerance_px), box_min(aq, radius=tolerance_px) - bq)
+        np.minimum(d_ab, d_ba, out=d_ab)
+        np.maximum(d_ab, 0, out=d_ab)
+        d = d_ab.astype(np.int32)
+        d *= d
+        if total is None:
+            total = d
+        else:
+            total += d
+    out = total.astype(np.float32)
+    np.sqrt(out, out=out)
+    out *= f32(1.0 / _QUANT)
+    return out
+
+
+def _pixel_stage(before, after, valid, params: DetectorParams, r: dict):
+    """Classes of both epochs and change evidence on one strip (halo = _pixel_halo)."""
+    fb = compute_features(before, smooth_px=r["smooth"], texture_px=r["texture"])
+    fa = compute_features(after, smooth_px=r["smooth"], texture_px=r["texture"])
+    cb = majority_filter(classify_features(fb, valid, params=params.before), radius=r["majority"])
+    ca = majority_filter(classify_features(fa, valid, params=params.after), radius=r["majority"])
+    ev = change_evidence(_change_arrays(fb), _change_arrays(fa), offsets=params.offsets,
+                         scales=params.scales, tolerance_px=r["tolerance"])
+    return cb, ca, ev
+
+
+def _check_inputs(before, after, valid, farmland):
+    for name, img in (("before", before), ("after", after)):
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[0] not in (3, 4):
+            raise ValueError(f"{name} must be a numpy (band, y, x) array with 3 or 4 bands, "
+                             f"found {getattr(img, 'shape', type(img))}")
+        if img.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8, found {img.dtype}; scale it to 0..255 first")
+    if before.shape != after.shape:
+        raise ValueError(f"before {before.shape} and after {after.shape} must have the same shape and bands")
+    if valid.shape != before.shape[1:]:
+        raise ValueError(f"valid {valid.shape} must be (y, x) = {before.shape[1:]}")
+    if farmland is not None and farmland.shape != before.shape[1:]:
+        raise ValueError(f"farmland {farmland.shape} must be (y, x) = {before.shape[1:]}")
+
+
+def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, farmland: np.ndarray | None,
+                 rules: Sequence, params: DetectorParams, pixel_size_m: float) -> DetectResult:
+    """Detect rule-matching changes in one block of a co-registered pair.
+
+    Parameters
+    ----------
+    before, after : ndarray (band, y, x), uint8
+        R, G, B (+ NIR) of both epochs on the same grid, ``after`` normalised to ``before``.
+    valid : ndarray (y, x), bool
+        True where both epochs are usable.
+    farmland : ndarray (y, x), bool, or None
+        True inside farmland; None when there is no farmland layer (see module notes).
+    rules : sequence of Rule
+        Transition rules in priority order (first match wins); at most 255.
+    params : DetectorParams
+        Fitted once for the whole mosaic by :func:`fit_detector`.
+    pixel_size_m : float
+        Ground size of one pixel in metres.
+
+    Returns
+    -------
+    DetectResult
+        ``rule`` (uint8), ``score`` (float32), ``before_class``, ``after_class`` (uint8).
+
+    Notes
+    -----
+    Halo: :func:`detect_halo_px`. A block read with that halo gives, after cropping the
+    halo, exactly the whole-image result in its core. The minimum mapping unit is not
+    applied (the vectoriser applies it on merged patches). Inputs are not modified.
+    """
+    _check_inputs(before, after, valid, farmland)
+    if len(rules) > 255:
+        raise ValueError(f"at most 255 rules, found {len(rules)}")
+    valid = np.asarray(valid, dtype=bool)
+    if farmland is not None:
+        farmland = np.asarray(farmland, dtype=bool)
+    r = params.radii_px(pixel_size_m)
+    ny, nx = valid.shape
+    lut = _rule_lut(rules, has_farmland=farmland is not None)
+    thr = np.float32(params.threshold)
+    cb = np.empty((ny, nx), np.uint8)
+    ca = np.empty((ny, nx), np.uint8)
+    score = np.empty((ny, nx), np.float32)
+    raw = np.empty((ny, nx), np.uint8)
+    blocked = np.empty((ny, nx), bool)
+    h = _pixel_halo(r)
+    for y0 in range(0, ny, _STRIP_ROWS):
+        y1 = min(ny, y0 + _STRIP_ROWS)
+        lo, hi = max(0, y0 - h), min(ny, y1 + h)
+        sb, sa, ev = _pixel_stage(before[:, lo:hi], after[:, lo:hi], valid[lo:hi], params, r)
+        shadow = (sb == LandCover.SHADOW) | (sa == LandCover.SHADOW)
+        shadow = box_max(shadow.view(np.uint8), radius=r["shadow_buffer"]).view(bool)
+        core = slice(y0 - lo, y1 - lo)
+        sb, sa, ev = sb[core], sa[core], ev[core]
+        blocked[y0:y1] = shadow[core]
+        cb[y0:y1] = sb
+        ca[y0:y1] = sa
+        # transition code: before * 8 + after (0..63) + 64 * location (0 in, 1 out of farmland)
+        code = sb << 3
+        code |= sa
+        if farmland is not None:
+            code |= farmland[y0:y1].view(np.uint8) << 6 ^ np.uint8(64)
+        rr = lut[code]
+        rr[ev <= thr] = 0
+        rr[blocked[y0:y1]] = 0
+        raw[y0:y1] = rr
+        sc = ev + thr
+        np.divide(ev, sc, out=sc)
+        score[y0:y1] = sc
+    score[~valid] = 0
+    rule_map = np.zeros((ny, nx), np.uint8)
+    present = np.flatnonzero(np.bincount(raw.ravel(), minlength=len(rules) + 1)[1:]) + 1
+    if present.size == 0:
+        return DetectResult(rule_map, score, cb, ca)
+    usable = valid & ~blocked
+    for k in present[::-1]:  # reverse order so earlier rules overwrite later ones
+        m = clean_mask(raw == k, open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
+        m &= _where_mask(rules[k - 1].where, farmland, usable)
+        rule_map[m] = k
+    return DetectResult(rule_map, score, cb, ca)
+
+
+def _rule_lut(rules: Sequence, *, has_farmland: bool) -> np.ndarray:
+    """First matching rule per code ``64 * outside_farmland + 8 * before + after``.
+
+    Shadow and NODATA never match any rule.
+    """
+    lut = np.zeros(256, np.uint8)
+    never = {LandCover.SHADOW, LandCover.NODATA}
+    for k in range(len(rules), 0, -1):
+        rule = rules[k - 1]
+        if rule.where not in ("farmland", "outside_farmland", "anywhere"):
+            raise ValueError(f"rule {rule.name!r}: where must be farmland, outside_farmland or anywhere, "
+                             f"found {rule.where!r}")
+        if rule.where == "anywhere" or (rule.where == "farmland" and not has_farmland):
+            locs = (0, 1)
+        elif rule.where == "farmland":
+            locs = (0,)
+        elif has_farmland:
+            locs = (1,)
+        else:
+            locs = ()
+        for loc in locs:
+            for b in rule.before:
+                for a in rule.after:
+                    if LandCover(b) in never or LandCover(a) in never:
+                        continue
+                    lut[64 * loc + 8 * int(b) + int(a)] = k
+    return lut
+
+
+def _where_mask(where: str, farmland, usable):
+    if where == "anywhere":
+        return usable
+    if where == "farmland":
+        return usable if farmland is None else usable & farmland
+    if where == "outside_farmland":
+        return None if farmland is None else usable & ~farmland
+    raise ValueError(f"rule location must be farmland, outside_farmland or anywhere, found {where!r}")
+
+
+def _robust(values: np.ndarray):
+    med = float(np.median(values))
+    mad = float(np.median(np.abs(values - med))) * 1.4826
+    return med, mad
+
+
+def fit_detector(before_samples, after_samples, valid_samples, *, pixel_size_m: float,
+                 sensitivity: float = 1.0, base: DetectorParams | None = None) -> DetectorParams:
+    """Fit every global statistic of the detector once, from samples across the mosaic.
+
+    Parameters
+    ----------
+    before_samples, after_samples : list of ndarray (band, y, x), uint8
+        Pairs of sample blocks drawn across the whole mosaic (same shapes pairwise).
+    valid_samples : list of ndarray (y, x), bool
+        Usable pixels of each pair.
+    pixel_size_m : float
+        Ground size of one pixel in metres.
+    sensitivity : float
+        Higher finds more (the evidence threshold is divided by it); 0.1..10.
+    base : DetectorParams, optional
+        Window sizes and defaults to start from.
+
+    Returns
+    -------
+    DetectorParams
+        Classifier thresholds per epoch (:func:`~imagery_watch.classify.fit_classifier`);
+        offset and spread of each change feature (median and MAD of ``after - before``
+        over all sampled valid pixels, spreads floored); the evidence threshold by Otsu on
+        one histogram of the evidence of all samples, clipped to 3..6, divided by
+        ``sensitivity``.
+
+    Raises
+    ------
+    ValueError
+        If the lists differ in length, a pair differs in shape, or there are no samples.
+    """
+    if not 0.1 <= sensitivity <= 10:
+        raise ValueError(f"sensitivity must be within 0.1..10 (1 = default), found {sensitivity}")
+    if not (len(before_samples) == len(after_samples) == len(valid_samples)) or not before_samples:
+        raise ValueError("fit_detector needs equally long, non-empty lists of before, after and valid samples; "
+                         f"found {len(before_samples)}, {len(after_samples)}, {len(valid_samples)}")
+    base = base or DetectorParams()
+    pb = fit_classifier(before_samples, valid_samples, pixel_size_m=pixel_size_m, base=base.before)
+    pa = fit_classifier(after_samples, valid_samples, pixel_size_m=pixel_size_m, base=base.after)
+    p = dataclasses.replace(base, before=pb, after=pa, sensitivity=float(sensitivity))
+    r = p.radii_px(pixel_size_m)
+    diffs = [[] for _ in CHANGE_FEATURES]
+    feats = []
+    rng = np.random.default_rng(0)
+    for b, a, v in zip(before_samples, after_samples, valid_samples):
+        _check_inputs(b, a, np.asarray(v), None)
+        v = np.asarray(v, dtype=bool)
+        fb = _change_arrays(compute_features(b, smooth_px=r["smooth"], texture_px=r["texture"]))
+        fa = _change_arrays(compute_features(a, smooth_px=r["smooth"], texture_px=r["texture"]))
+        idx = np.flatnonzero(v.ravel())
+        if idx.size > 50_000:
+            idx = rng.choice(idx, 50_000, replace=False)
+        for k in range(len(CHANGE_FEATURES)):
+            diffs[k].append((fa[k].ravel()[idx] - fb[k].ravel()[idx]).astype(np.float32))
+        feats.append((fb, fa, v))
+    offsets, scales = [], []
+    for k, floor in enumerate(_SCALE_FLOOR):
+        vals = np.concatenate(diffs[k]) if diffs[k] else np.zeros(1, np.float32)
+        med, mad = _robust(vals) if vals.size else (0.0, 0.0)
+        offsets.append(med)
+        scales.append(max(mad, floor))
+    hist = np.zeros(200)
+    edges = np.linspace(0, 20, 201)
+    for fb, fa, v in feats:
+        ev = change_evidence(fb, fa, offsets=offsets, scales=scales, tolerance_px=r["tolerance"])
+        hist += np.histogram(np.clip(ev[v], 0, 20), bins=200, range=(0, 20))[0]
+    thr = float(np.clip(otsu_threshold(hist, edges), 3.0, 6.0)) if hist.sum() else 4.0
+    return dataclasses.replace(p, offsets=tuple(offsets), scales=tuple(scales), threshold=thr / sensitivity)
+
+
+def _detect_stacked(before, after, valid, farmland=None, *, rules, params, pixel_size_m, has_farmland):
+    res = detect_block(before, after, valid, farmland=farmland if has_farmland else None, rules=rules,
+                       params=params, pixel_size_m=pixel_size_m)
+    out = np.empty((4,) + res.rule.shape, np.float32)
+    out[0] = res.rule
+    out[1] = res.score
+    out[2] = res.before_class
+    out[3] = res.after_class
+    return out
+
+
+def detect_lazy(before, after, valid, *, farmland, rules: Sequence, params: DetectorParams,
+                pixel_size_m: float) -> DetectResult:
+    """:func:`detect_block` over a whole (lazy) mosaic, chunk by chunk with the right halo.
+
+    Parameters are those of :func:`detect_block`, as numpy, Dask or xarray arrays.
+    Returns a :class:`DetectResult` of Dask arrays (numpy when every input is numpy),
+    identical to :func:`detect_block` on the whole image for any chunking.
+    """
+    from .blocks import map_blocks_with_halo
+
+    arrays = [before, after, valid] + ([farmland] if farmland is not None else [])
+    stacked = map_blocks_with_halo(
+        _detect_stacked, *arrays, halo_px=detect_halo_px(pixel_size_m=pixel_size_m, params=params),
+        dtype=np.float32, out_bands=4, rules=tuple(rules), params=params, pixel_size_m=pixel_size_m,
+        has_farmland=farmland is not None)
+    return DetectResult(stacked[0].astype(np.uint8), stacked[1], stacked[2].astype(np.uint8),
+                        stacked[3].astype(np.uint8))

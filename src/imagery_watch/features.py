@@ -1,0 +1,268 @@
+"""Per-pixel evidence shared by classification and change detection (pure numpy).
+
+Every function here is a block kernel: it takes numpy arrays, returns new numpy arrays,
+never modifies its input and reads no globals. Each one that looks at neighbours declares
+its halo (``*_halo_px``): the number of pixels of context it needs on every side so that
+the values in a block's core equal those computed on the whole image.
+
+Bit-exactness across blocks is a design goal: window sums are exact integer sums (no
+running floating-point sums, whose rounding depends on where a line starts), and floating
+point is used only element-wise with correctly rounded operations (+, -, *, /, sqrt). So
+a block computed with its halo gives exactly the same bits as the whole image.
+
+Array order is (band, y, x) for images and (y, x) for masks and features. Images are
+``uint8`` with bands R, G, B and optionally NIR as fourth band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Features",
+    "radius_px",
+    "box_sum",
+    "box_max",
+    "box_min",
+    "luminance",
+    "local_std",
+    "local_roughness",
+    "compute_features",
+    "features_halo_px",
+]
+
+
+def radius_px(radius_m: float, pixel_size_m: float) -> int:
+    """Convert a window radius in metres to whole pixels (at least 1 when ``radius_m > 0``).
+
+    Parameters
+    ----------
+    radius_m : float
+        Radius in metres.
+    pixel_size_m : float
+        Ground size of one pixel in metres.
+
+    Returns
+    -------
+    int
+        ``round(radius_m / pixel_size_m)``, at least 1 for a positive radius, at most 64.
+    """
+    if pixel_size_m <= 0:
+        raise ValueError(f"pixel_size_m must be > 0, found {pixel_size_m}")
+    if radius_m <= 0:
+        return 0
+    return int(min(64, max(1, round(radius_m / pixel_size_m))))
+
+
+def _pad_cols(a: np.ndarray, r: int, dtype) -> np.ndarray:
+    ny, nx = a.shape
+    p = np.empty((ny, nx + 2 * r), dtype)
+    p[:, r:r + nx] = a
+    p[:, :r] = a[:, :1]
+    p[:, r + nx:] = a[:, -1:]
+    return p
+
+
+def _pad_rows(a: np.ndarray, r: int) -> np.ndarray:
+    ny, nx = a.shape
+    p = np.empty((ny + 2 * r, nx), a.dtype)
+    p[r:r + ny] = a
+    p[:r] = a[:1]
+    p[r + ny:] = a[-1:]
+    return p
+
+
+def _separable(a: np.ndarray, r: int, op, dtype) -> np.ndarray:
+    ny, nx = a.shape
+    k = 2 * r + 1
+    p = _pad_cols(a, r, dtype)
+    h = op(p[:, 0:nx], p[:, 1:1 + nx])
+    for i in range(2, k):
+        op(h, p[:, i:i + nx], out=h)
+    p = _pad_rows(h, r)
+    out = op(p[0:ny], p[1:1 + ny])
+    for i in range(2, k):
+        op(out, p[i:i + ny], out=out)
+    return out
+
+
+def box_sum(a: np.ndarray, *, radius: int, dtype=np.uint16) -> np.ndarray:
+    """Exact sum over the (2r+1) x (2r+1) window around each pixel.
+
+    Parameters
+    ----------
+    a : ndarray (y, x), integer
+        Values to sum.
+    radius : int
+        Window radius r in pixels (halo = r). Edges are padded by repeating the edge pixel.
+    dtype : numpy integer dtype
+        Accumulator and output type; it must hold ``(2r+1)**2 * a.max()``.
+
+    Returns
+    -------
+    ndarray (y, x) of ``dtype``
+
+    Notes
+    -----
+    Separable shift-and-add in integers: exact, so block results are bit-identical to
+    whole-image results given a halo of ``radius``.
+    """
+    if radius == 0:
+        return a.astype(dtype, copy=True)
+    return _separable(a, radius, np.add, dtype)
+
+
+def box_max(a: np.ndarray, *, radius: int) -> np.ndarray:
+    """Maximum over the (2r+1) x (2r+1) window (edge-padded). Halo = ``radius``."""
+    if radius == 0:
+        return a.copy()
+    return _separable(a, radius, np.maximum, a.dtype)
+
+
+def box_min(a: np.ndarray, *, radius: int) -> np.ndarray:
+    """Minimum over the (2r+1) x (2r+1) window (edge-padded). Halo = ``radius``."""
+    if radius == 0:
+        return a.copy()
+    return _separable(a, radius, np.minimum, a.dtype)
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """Luminance ``(R + 2G + B + 2) // 4`` as uint8 (y, x). No halo."""
+    r = image[0].astype(np.uint16)
+    y = image[1].astype(np.uint16)
+    y <<= 1
+    y += r
+    y += image[2]
+    y += 2
+    y >>= 2
+    return y.astype(np.uint8)
+
+
+def local_std(lum: np.ndarray, *, radius: int) -> np.ndarray:
+    """Standard deviation of ``lum`` (uint8) over the (2r+1)^2 window, float32. Halo = r.
+
+    Sums are exact integers (``radius <= 7`` keeps the sum of squares below 2**24, so its
+    float32 conversion is exact as well).
+    """
+    if radius > 7:
+        raise ValueError(f"local_std radius must be <= 7 px, found {radius}")
+    n = np.float32((2 * radius + 1) ** 2)
+    s = box_sum(lum, radius=radius, dtype=np.uint16).astype(np.float32)
+    sq = lum.astype(np.uint16)
+    sq *= sq
+    s2 = box_sum(sq, radius=radius, dtype=np.uint32).astype(np.float32)
+    s /= n
+    s2 /= n
+    s *= s
+    s2 -= s
+    np.maximum(s2, 0, out=s2)
+    return np.sqrt(s2, out=s2)
+
+
+def local_roughness(lum: np.ndarray, *, radius: int) -> np.ndarray:
+    """Mean absolute high-pass of luminance over the (2r+1)^2 window, float32. Halo = r + 1.
+
+    The high-pass is ``|Y - mean_3x3(Y)|``. Unlike the local standard deviation it stays
+    low next to a single straight edge (a field boundary, a roof outline) and is high on
+    canopy, whose crowns and gaps give fine detail everywhere. Exact integer sums.
+    """
+    if radius > 7:
+        raise ValueError(f"local_roughness radius must be <= 7 px, found {radius}")
+    y9 = lum.astype(np.int16)
+    y9 *= 9
+    hp = y9 - box_sum(lum, radius=1, dtype=np.uint16).view(np.int16)
+    np.abs(hp, out=hp)
+    total = box_sum(hp.view(np.uint16), radius=radius, dtype=np.uint32).astype(np.float32)
+    total *= np.float32(1.0 / (9 * (2 * radius + 1) ** 2))
+    return total
+
+
+@dataclass(frozen=True)
+class Features:
+    """Per-pixel evidence of one epoch; every array is (y, x) float32.
+
+    Attributes
+    ----------
+    brightness : mean of the smoothed R, G, B (0..255).
+    red, green, blue : chromaticity of the smoothed bands (R / (R + G + B)...), 0..1.
+    exg : excess green on chromaticity, ``2g - r - b`` (-1..2; vegetation > ~0.05).
+    saturation : ``(max - min) / max`` of the smoothed R, G, B (0..1).
+    texture : local roughness of luminance (:func:`local_roughness`, 0..255).
+    ndvi : ``(NIR - R) / (NIR + R)`` of the smoothed bands, or None without NIR.
+    """
+
+    brightness: np.ndarray
+    red: np.ndarray
+    green: np.ndarray
+    blue: np.ndarray
+    exg: np.ndarray
+    saturation: np.ndarray
+    texture: np.ndarray
+    ndvi: np.ndarray | None = None
+
+
+def features_halo_px(*, smooth_px: int, texture_px: int) -> int:
+    """Halo of :func:`compute_features`: the larger of the two window radii."""
+    return max(smooth_px, texture_px + 1)
+
+
+def compute_features(image: np.ndarray, *, smooth_px: int, texture_px: int) -> Features:
+    """Colour, brightness, vegetation and texture evidence of one epoch.
+
+    Parameters
+    ----------
+    image : ndarray (band, y, x), uint8
+        R, G, B and optionally NIR.
+    smooth_px : int
+        Radius of the box that smooths the bands before colour indices (noise and
+        sub-pixel misregistration); at most 3.
+    texture_px : int
+        Radius of the window of the local roughness of luminance; at most 7.
+
+    Returns
+    -------
+    Features
+
+    Notes
+    -----
+    Halo: :func:`features_halo_px`. Exact integer window sums: block results are
+    bit-identical to whole-image results given that halo.
+    """
+    if image.ndim != 3 or image.shape[0] not in (3, 4):
+        raise ValueError(f"image must be (band, y, x) with 3 or 4 bands, found shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, found {image.dtype}")
+    if not 0 <= smooth_px <= 3:
+        raise ValueError(f"smooth_px must be 0..3, found {smooth_px}")
+    sums = [box_sum(image[b], radius=smooth_px, dtype=np.uint16) for b in range(image.shape[0])]
+    rs, gs, bs = sums[0], sums[1], sums[2]
+    total = rs + gs + bs  # <= 3 * 49 * 255 fits uint16
+    n_win = np.float32(3 * (2 * smooth_px + 1) ** 2)
+    tot_f = total.astype(np.float32)
+    brightness = tot_f * np.float32(1.0 / float(n_win))
+    np.maximum(tot_f, 1, out=tot_f)
+    inv = np.divide(np.float32(1), tot_f, out=tot_f)
+    red = rs * inv
+    green = gs * inv
+    blue = bs * inv
+    exg = green * np.float32(3)
+    exg -= np.float32(1)
+    mx = np.maximum(np.maximum(rs, gs), bs)
+    mn = np.minimum(np.minimum(rs, gs), bs)
+    mxf = mx.astype(np.float32)
+    saturation = (mx - mn).astype(np.float32)
+    np.maximum(mxf, 1, out=mxf)
+    saturation /= mxf
+    ndvi = None
+    if image.shape[0] == 4:
+        ns = sums[3].astype(np.float32)
+        rf = rs.astype(np.float32)
+        den = ns + rf
+        np.maximum(den, 1, out=den)
+        ndvi = ns - rf
+        ndvi /= den
+    texture = local_roughness(luminance(image), radius=texture_px)
+    return Features(brightness=brightness, red=red, green=green, blue=blue, exg=exg,
+                    saturation=saturation, texture=texture, ndvi=ndvi)

@@ -1,0 +1,75 @@
+"""Tests of imagery_watch.features: exact window sums, references, halos."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+
+from imagery_watch.features import (box_max, box_min, box_sum, compute_features, features_halo_px,
+                                    local_roughness, local_std, luminance, radius_px)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 4), st.integers(0, 2**32 - 1))
+def test_box_ops_match_scipy(ny, nx, r, seed):
+    a = np.random.default_rng(seed).integers(0, 256, (ny, nx), dtype=np.uint8)
+    k = 2 * r + 1
+    ref = ndi.correlate(a.astype(np.int64), np.ones((k, k)), mode="nearest")
+    assert np.array_equal(box_sum(a, radius=r, dtype=np.uint32), ref)
+    assert np.array_equal(box_max(a, radius=r), ndi.maximum_filter(a, size=k, mode="nearest"))
+    assert np.array_equal(box_min(a, radius=r), ndi.minimum_filter(a, size=k, mode="nearest"))
+
+
+def test_local_std_matches_float64():
+    a = np.random.default_rng(1).integers(0, 256, (40, 40), dtype=np.uint8)
+    f = a.astype(np.float64)
+    m = ndi.uniform_filter(f, 7, mode="nearest")
+    ref = np.sqrt(np.maximum(ndi.uniform_filter(f * f, 7, mode="nearest") - m * m, 0))
+    assert np.allclose(local_std(a, radius=3), ref, atol=0.05)
+
+
+def test_roughness_is_low_on_a_step_edge_and_high_on_texture():
+    rng = np.random.default_rng(2)
+    step = np.full((40, 40), 60, np.uint8)
+    step[:, 20:] = 140
+    noise = rng.integers(40, 160, (40, 40), dtype=np.uint8)
+    assert local_roughness(step, radius=5)[20, 20] < 0.25 * local_roughness(noise, radius=5)[20, 20]
+    assert local_std(step, radius=5)[20, 20] > 30
+
+
+def test_features_of_known_colours():
+    img = np.zeros((4, 8, 8), np.uint8)
+    img[:3] = np.array([60, 120, 40], np.uint8)[:, None, None]
+    img[3] = 200
+    f = compute_features(img, smooth_px=1, texture_px=2)
+    assert np.allclose(f.brightness, 220 / 3)
+    assert np.allclose(f.green, 120 / 220)
+    assert np.allclose(f.exg, 3 * 120 / 220 - 1)
+    assert np.allclose(f.saturation, 80 / 120)
+    assert np.allclose(f.ndvi, 140 / 260)
+    assert np.allclose(f.texture, 0)
+    assert compute_features(img[:3], smooth_px=1, texture_px=2).ndvi is None
+    assert all(a.dtype == np.float32 for a in (f.brightness, f.red, f.exg, f.texture, f.ndvi))
+
+
+def test_features_halo_gives_exact_tiles_and_inputs_unchanged():
+    img = np.random.default_rng(3).integers(0, 256, (3, 60, 70), dtype=np.uint8)
+    keep = img.copy()
+    whole = compute_features(img, smooth_px=1, texture_px=4)
+    assert np.array_equal(img, keep)
+    h = features_halo_px(smooth_px=1, texture_px=4)
+    y0, y1, x0, x1 = 17, 41, 23, 52
+    part = compute_features(img[:, y0 - h:y1 + h, x0 - h:x1 + h], smooth_px=1, texture_px=4)
+    for name in ("brightness", "red", "green", "exg", "saturation", "texture"):
+        assert np.array_equal(getattr(whole, name)[y0:y1, x0:x1], getattr(part, name)[h:-h, h:-h]), name
+
+
+def test_luminance_and_radius():
+    img = np.array([[[10]], [[20]], [[30]]], np.uint8)
+    assert luminance(img)[0, 0] == (10 + 40 + 30 + 2) // 4
+    assert radius_px(1.0, 0.2) == 5 and radius_px(0.01, 0.2) == 1 and radius_px(0, 0.2) == 0
+    with pytest.raises(ValueError, match="pixel_size_m"):
+        radius_px(1.0, 0)
+    with pytest.raises(ValueError, match="uint8"):
+        compute_features(img.astype(np.uint16), smooth_px=1, texture_px=1)
