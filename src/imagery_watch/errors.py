@@ -50,3 +50,35 @@ class JobError(ImageryWatchError, RuntimeError):
     """A job folder is inconsistent or a job failed while running."""
 
     exit_code = 7
+
+
+# -- review (imagery_watch.review) ------------------------------------------------------------
+class StaleVersionError(ImageryWatchError, RuntimeError):
+    """A review decision was based on a patch version that another reviewer has replaced.
+
+    Attributes
+    ----------
+    current : dict
+        The patch as it is now (status, reviewer, reviewed_at, note, version, ...).
+    """
+
+    exit_code = 8
+
+    def __init__(self, message: str, current: dict):
+        super().__init__(message)
+        self.current = current
+
+
+class PatchNotFoundError(ImageryWatchError, KeyError):
+    """No patch of the review store has the given ``patch_id``."""
+
+    exit_code = 9
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UserError(ImageryWatchError, ValueError):
+    """A review account name, role or password is not acceptable, or the account does not exist."""
+
+    exit_code = 10

@@ -13,9 +13,10 @@ import pyogrio
 import pytest
 import shapely
 
-from imagery_watch.errors import InputFileError, JobError
-from imagery_watch.review.store import (PatchFilter, PatchNotFoundError, PatchStore, StaleVersionError,
-                                        decode_cursor, encode_cursor, geometry_from_gpkg, geometry_to_gpkg)
+from imagery_watch.errors import (ImageryWatchError, InputFileError, JobError, PatchNotFoundError,
+                                  StaleVersionError, UserError)
+from imagery_watch.review.store import (PatchFilter, PatchStore, decode_cursor, encode_cursor, geometry_from_gpkg,
+                                        geometry_to_gpkg)
 
 
 def test_decision_updates_patch_row_and_appends_log(job_dir):
@@ -84,6 +85,16 @@ def test_bad_input_errors(job_dir, tmp_path):
     gdf.to_file(tmp_path / "bad.gpkg", layer="patches", engine="pyogrio")
     with pytest.raises(JobError, match="lacks column"):
         PatchStore(tmp_path / "bad.gpkg")
+
+
+def test_review_errors_belong_to_the_one_hierarchy(job_dir, tmp_path):
+    for cls, builtin in ((StaleVersionError, RuntimeError), (PatchNotFoundError, KeyError), (UserError, ValueError)):
+        assert issubclass(cls, ImageryWatchError) and issubclass(cls, builtin)
+    assert len({StaleVersionError.exit_code, PatchNotFoundError.exit_code, UserError.exit_code}) == 3
+    store = PatchStore(job_dir / "patches.gpkg")
+    with pytest.raises(ImageryWatchError) as err:
+        store.get("nope")
+    assert str(err.value) == "no patch 'nope' in patches.gpkg"  # not quoted like a KeyError
 
 
 def test_geometry_blob_round_trip():

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from ..errors import PatchNotFoundError, StaleVersionError, UserError
 from .auth import require_admin, require_admin_csrf, require_csrf, require_session
 from .chips import png_bytes, render_chip
 from .export import decision_log_csv, decisions_csv, decisions_gpkg_bytes, evidence_png, write_evidence_zip
-from .store import SORTS, STATUSES, PatchFilter, PatchNotFoundError, StaleVersionError
+from .store import SORTS, STATUSES, PatchFilter
 from .tiles import valid_tile
-from .users import Session, UserError
+from .users import Session
 
 log = logging.getLogger(__name__)
 

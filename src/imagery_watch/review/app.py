@@ -25,11 +25,12 @@ from fastapi.templating import Jinja2Templates
 
 from .. import __version__
 from ..classes import M2_PER_MU
+from ..errors import PatchNotFoundError
 from . import api
 from .auth import (LOGIN_COOKIE, SESSION_COOKIE, LoginRequired, client_address, login_url,
                    new_login_token, require_admin, require_session, safe_next, tokens_match)
 from .job import open_job
-from .store import SORTS, STATUSES, PatchFilter, PatchNotFoundError, PatchStore
+from .store import SORTS, STATUSES, PatchFilter, PatchStore
 from .tiles import TileSource
 from .users import Session, UserStore
 

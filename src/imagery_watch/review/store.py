@@ -31,7 +31,7 @@ from pathlib import Path
 import shapely
 
 from ..classes import M2_PER_MU
-from ..errors import ImageryWatchError, InputFileError, JobError
+from ..errors import InputFileError, JobError, PatchNotFoundError, StaleVersionError
 
 log = logging.getLogger(__name__)
 
@@ -68,31 +68,6 @@ _INDEXES = {
 }
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOG_TABLE = "decision_log"
-
-
-class StaleVersionError(ImageryWatchError, RuntimeError):
-    """A decision was based on a version of the patch that another reviewer has replaced.
-
-    Attributes
-    ----------
-    current : dict
-        The patch as it is now (status, reviewer, reviewed_at, note, version, ...).
-    """
-
-    exit_code = 8
-
-    def __init__(self, message: str, current: dict):
-        super().__init__(message)
-        self.current = current
-
-
-class PatchNotFoundError(ImageryWatchError, KeyError):
-    """No patch has the given ``patch_id``."""
-
-    exit_code = 9
-
-    def __str__(self):  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 def _ident(name: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ..errors import ConfigError, ImageryWatchError
+from ..errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,6 @@ CREATE TABLE IF NOT EXISTS login_failures (
     PRIMARY KEY (user, address)
 );
 """
-
-
-class UserError(ImageryWatchError, ValueError):
-    """A user name, role or password is not acceptable, or the user does not exist."""
-
-    exit_code = 10
 
 
 @dataclass(frozen=True)
