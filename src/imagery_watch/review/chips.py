@@ -4,6 +4,10 @@ A chip is a square around the patch with a margin of context, warped from the mo
 onto a small grid in the patch's CRS (a :class:`~rasterio.vrt.WarpedVRT` reads only the
 window it needs, and also handles mosaics in another CRS than the grid), with the patch
 outline drawn on it.
+
+The after mosaic may be displaced relative to the before by the misregistration the job
+measured (:attr:`~imagery_watch.review.job.Mosaic.shift_m`): its chip is read that far away,
+so that both chips show the same ground under the same outline.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def chip_frame(geometry, *, size_px: int = 512, margin_m: float | None = None) -
 
 
 def read_frame(mosaic: Mosaic, frame: ChipFrame, *, crs) -> tuple:
-    """Read a mosaic onto a frame.
+    """Read a mosaic onto a frame, undoing the mosaic's recorded shift.
 
     Returns
     -------
@@ -98,9 +102,12 @@ def read_frame(mosaic: Mosaic, frame: ChipFrame, *, crs) -> tuple:
         If the mosaic cannot be opened or read.
     """
     n = frame.size_px
+    transform = frame.transform
+    if mosaic.shifted:  # content displaced by shift_m: look there
+        transform = Affine.translation(*mosaic.shift_m) @ transform
     try:
         with rasterio.open(mosaic.path) as ds:
-            with WarpedVRT(ds, crs=crs, transform=frame.transform, width=n, height=n,
+            with WarpedVRT(ds, crs=crs, transform=transform, width=n, height=n,
                            resampling=Resampling.bilinear, add_alpha=True) as vrt:
                 out = vrt.read(list(mosaic.band_indexes) + [vrt.count])
     except RasterioError as exc:

@@ -2,12 +2,20 @@
 
 ``JOB_DIR/job.json`` (written by the detection job) names the mosaics the job read
 (``inputs.before_path`` and ``inputs.after_path``, GDAL-readable rasters or VRTs), their
-band order (``inputs.bands``) and the processing grid (``grid.crs_wkt``, the CRS of the
-patch geometries).
+band order (``inputs.bands``), the processing grid (``grid.crs_wkt``, the CRS of the
+patch geometries, and ``grid.transform``) and the after-epoch's measured misregistration
+(``fit.shift``: ``dy``, ``dx`` in grid pixels, > 0 when the after content sits lower /
+further right than the before). The review applies that shift when it cuts after-chips,
+as the detection applied it when it read the after epoch.
+
+The job stores mosaic paths as the detection run saw them: a relative path may be relative
+to the job folder or to the folder the job was run from (``--out out/sample`` records
+``out/sample/work/after.vrt``); both are tried, and the job's own ``work/`` folder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +27,8 @@ from rasterio.crs import CRS
 from ..errors import InputFileError, JobError
 from ..jobs import JobFolder
 from .users import USERS_FILE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,13 @@ class Mosaic:
     label: str
     path: str
     band_indexes: tuple = (1, 2, 3)
+    #: (x, y) displacement of this epoch's content relative to the grid, in grid CRS units;
+    #: readers look ``shift_m`` away to undo it
+    shift_m: tuple = (0.0, 0.0)
+
+    @property
+    def shifted(self) -> bool:
+        return self.shift_m[0] != 0.0 or self.shift_m[1] != 0.0
 
 
 def _rgb_indexes(bands) -> tuple:
@@ -94,6 +111,46 @@ class ReviewJob:
         raise ValueError(f"epoch must be 'before' or 'after', not {epoch!r}")
 
 
+def shift_m_from_state(state: dict) -> tuple:
+    """The after-epoch shift recorded in a job state, as (x, y) in grid CRS units.
+
+    ``fit.shift`` holds ``dy``, ``dx`` in grid pixels; ``grid.transform`` the pixel size.
+    ``(0.0, 0.0)`` when the job recorded no shift.
+
+    Raises
+    ------
+    JobError
+        If a recorded shift or the grid transform is malformed.
+    """
+    shift = (state.get("fit") or {}).get("shift")
+    if not shift:
+        return (0.0, 0.0)
+    try:
+        dy, dx = float(shift["dy"]), float(shift["dx"])
+        a, _b, _c, _d, e, _f = (float(v) for v in state["grid"]["transform"][:6])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JobError(f"job.json: fit.shift or grid.transform is malformed ({exc!r}); rerun `imagery-watch detect` "
+                       "into this folder") from None
+    return (dx * a, dy * e)
+
+
+def _resolve(root: Path, recorded: str, label: str) -> Path:
+    """The existing file a recorded mosaic path names (see the module docstring)."""
+    path = Path(recorded)
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = [root / path, Path.cwd() / path]
+        if path.parent.name == "work":
+            candidates.append(JobFolder(root).work / path.name)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise InputFileError(f"{recorded}: {label} mosaic named in job.json is missing (tried {tried}); restore it or "
+                         "rerun the job")
+
+
 def open_job(job_dir: str | os.PathLike) -> ReviewJob:
     """Read ``job.json`` of a job folder and check the files the review needs.
 
@@ -121,14 +178,11 @@ def open_job(job_dir: str | os.PathLike) -> ReviewJob:
         raise InputFileError(f"{folder.patches}: patch file not found; the job has not finished. Rerun "
                              "`imagery-watch detect` into this folder")
     idx = _rgb_indexes(inputs.get("bands"))
-    paths = {}
-    for label, p in (("before", before), ("after", after)):
-        path = Path(p)
-        if not path.is_absolute():
-            path = root / path
-        if not path.exists():
-            raise InputFileError(f"{path}: {label} mosaic named in job.json is missing; restore it or rerun the job")
-        paths[label] = str(path)
+    paths = {label: str(_resolve(root, p, label)) for label, p in (("before", before), ("after", after))}
+    shift_m = shift_m_from_state(state)
+    if shift_m != (0.0, 0.0):
+        log.info("after-chips are corrected by the measured shift (%+.2f, %+.2f) m", *shift_m)
     job = state.get("job") or {}
-    return ReviewJob(root=root, before=Mosaic("before", paths["before"], idx), after=Mosaic("after", paths["after"], idx),
+    return ReviewJob(root=root, before=Mosaic("before", paths["before"], idx),
+                     after=Mosaic("after", paths["after"], idx, shift_m=shift_m),
                      crs_wkt=crs_wkt, epoch_before=job.get("epoch_before"), epoch_after=job.get("epoch_after"))

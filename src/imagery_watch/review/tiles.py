@@ -5,7 +5,8 @@ warped from the mosaic with a :class:`~rasterio.vrt.WarpedVRT` onto the tile's 2
 grid. Tiles outside the mosaic's footprint are never read: they are answered with an
 empty transparent tile. Zooms much coarser than the mosaic's pixels would read huge
 windows of a city-sized mosaic, so they are refused (empty tile) below
-:attr:`TileSource.min_zoom`.
+:attr:`TileSource.min_zoom`. The after mosaic's recorded misregistration
+(:attr:`~imagery_watch.review.job.Mosaic.shift_m`) is undone, as in the chips.
 """
 
 from __future__ import annotations
@@ -127,8 +128,13 @@ class TileSource:
         transform = Affine(res, 0, left, 0, -res, top)
         try:
             with rasterio.open(self.mosaic.path) as ds:
+                extra = {}
+                if self.mosaic.shifted and ds.crs is not None and ds.crs.is_projected:
+                    # move the content back by the shift (metres of the grid ~ metres of the mosaic)
+                    dx_m, dy_m = self.mosaic.shift_m
+                    extra["src_transform"] = Affine.translation(-dx_m, -dy_m) @ ds.transform
                 with WarpedVRT(ds, crs=WEB_MERCATOR, transform=transform, width=TILE_PX, height=TILE_PX,
-                               resampling=Resampling.bilinear, add_alpha=True) as vrt:
+                               resampling=Resampling.bilinear, add_alpha=True, **extra) as vrt:
                     out = vrt.read(list(self.mosaic.band_indexes) + [vrt.count])
         except RasterioError as exc:
             raise InputFileError(f"{self.mosaic.path}: cannot read the {self.mosaic.label} mosaic ({exc})") from None
