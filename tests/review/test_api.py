@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
 import time
 import warnings
 import zipfile
@@ -188,6 +189,40 @@ def test_decision_recorded_with_log_and_stale_version_gets_409(alice, root, job_
     assert alice.post("/api/patches/nope/decision", json={"status": "legal", "version": 0}).status_code == 404
     assert alice.post("/api/patches/p0001/decision",
                       json={"status": "legal", "version": 2, "note": "x" * 2001}).status_code == 422
+
+
+def test_two_reviewers_deciding_at_once_one_wins_the_other_gets_409(app, alice):
+    bob, r = login(app, "bob")
+    assert r.status_code == 303
+    bob.headers["X-CSRF-Token"] = bob.get("/api/me").json()["csrf_token"]
+    clients = {"alice": alice, "bob": bob}
+    for pid in ("p0000", "p0001", "p0002", "p0003"):
+        barrier, answers = threading.Barrier(2), {}
+
+        def decide(name, status):
+            barrier.wait()
+            answers[name] = clients[name].post(f"/api/patches/{pid}/decision",
+                                               json={"status": status, "note": f"{name} says {status}", "version": 0})
+
+        threads = [threading.Thread(target=decide, args=("alice", "illegal")),
+                   threading.Thread(target=decide, args=("bob", "legal"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = {name: r.status_code for name, r in answers.items()}
+        assert sorted(codes.values()) == [200, 409], codes
+        winner = next(n for n, c in codes.items() if c == 200)
+        loser = "bob" if winner == "alice" else "alice"
+        current = answers[loser].json()["current"]
+        assert (current["reviewer"], current["version"]) == (winner, 1)
+        assert current["note"] == f"{winner} says {'illegal' if winner == 'alice' else 'legal'}"
+        history = alice.get(f"/api/patches/{pid}/history").json()
+        assert [h["reviewer"] for h in history] == [winner]
+        # nothing is lost: having seen the winner's decision, the loser may still record theirs on top
+        r = clients[loser].post(f"/api/patches/{pid}/decision", json={"status": "field_visit", "version": 1})
+        assert r.status_code == 200
+        assert [h["reviewer"] for h in alice.get(f"/api/patches/{pid}/history").json()] == [winner, loser]
 
 
 def test_queue_api_filters_sort_and_keyset_paging(alice):

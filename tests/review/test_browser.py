@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import uvicorn
+from playwright.sync_api import sync_playwright
 
 from imagery_watch.review.app import create_app
 from imagery_watch.review.store import PatchStore
@@ -20,9 +23,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "review_patch.png"
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-uvicorn = pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make browser)")
 
 
 @pytest.fixture()
@@ -45,7 +45,9 @@ def server(job_dir, users):
 
 @pytest.fixture()
 def page():
-    with playwright_api.sync_playwright() as p:
+    # a missing browser fails the test: the browser check is part of what the review promises
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: install Debian's chromium (make browser)"
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
         pg = context.new_page()
@@ -55,7 +57,13 @@ def page():
         browser.close()
 
 
-def test_login_decide_with_keyboard_and_see_conflict(server, page):
+def _counts(page) -> dict:
+    """Patches per status in the queue page's summary."""
+    return {s: int(page.inner_text(f".stat.status-{s} .count").replace(",", ""))
+            for s in ("pending", "illegal", "legal", "false_alarm", "field_visit")}
+
+
+def test_filter_open_decide_with_keyboard_see_count_and_conflict(server, page):
     base, app = server
     store: PatchStore = app.state.store
     errors = []
@@ -64,15 +72,32 @@ def test_login_decide_with_keyboard_and_see_conflict(server, page):
     page.on("request", lambda req: None if req.url.startswith(base) or req.url.startswith("data:")
             else external.append(req.url))
 
-    # not logged in: the patch page sends us to the login form, and back after it
-    page.goto(f"{base}/patches/p0000")
+    # not logged in: the queue sends us to the login form, and back after it
+    page.goto(f"{base}/queue")
     assert "/login" in page.url
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", PASSWORDS["alice"])
     page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/patches/p0000")
-    page.wait_for_function("document.getElementById('img-after').complete && "
-                           "document.getElementById('img-after').naturalWidth > 0")
+    page.wait_for_url(f"{base}/queue")
+
+    # filter the queue by rule
+    rule = store.get("p0000", geometry=False)["rule"]
+    expected = [p["patch_id"] for p in store.iter_patches(geometry=False) if p["rule"] == rule]
+    assert expected[:2] == ["p0000", "p0005"] and len(expected) < len(list(store.iter_patches(geometry=False)))
+    page.select_option("select[name=rule]", rule)
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(re.compile(r"/queue\?.*rule=" + rule))
+    rows = page.locator("#queue tbody tr")
+    assert [rows.nth(k).locator("td").nth(0).inner_text() for k in range(rows.count())] == expected
+    assert {rows.nth(k).locator("td").nth(1).inner_text() for k in range(rows.count())} == {rule}
+    before = _counts(page)
+    assert before["pending"] == len(expected) and before["illegal"] == 0
+
+    # open the first patch of the filtered queue: both chips and the map load
+    page.click("#queue a:text('p0000')")
+    page.wait_for_url(re.compile(r"/patches/p0000\?rule="))
+    page.wait_for_function("['img-before', 'img-after'].every(id => document.getElementById(id).complete && "
+                           "document.getElementById(id).naturalWidth === 512)")
     page.wait_for_selector("#map .leaflet-tile-loaded")
 
     # comparison modes by keyboard
@@ -83,31 +108,38 @@ def test_login_decide_with_keyboard_and_see_conflict(server, page):
     page.keyboard.press("s")
     page.wait_for_selector("#compare.side")
 
-    # type a note, leave the field with Escape, decide "illegal" with one key: saved, next patch opens
+    # type a note, leave the field with Escape, decide "illegal" with one key: saved, the next
+    # patch of the filtered queue opens
     page.keyboard.press("n")
     page.keyboard.type("new shed on crop land")
     page.keyboard.press("Escape")
     page.keyboard.press("i")
-    page.wait_for_url(f"{base}/patches/p0001")
+    page.wait_for_url(re.compile(r"/patches/p0005\?rule="))
     p0 = store.get("p0000", geometry=False)
     assert (p0["status"], p0["reviewer"], p0["note"], p0["version"]) == ("illegal", "alice", "new shed on crop land", 1)
     assert [h["to_status"] for h in store.history("p0000")] == ["illegal"]
 
     # previous / next keys
     page.keyboard.press("k")
-    page.wait_for_url(f"{base}/patches/p0000")
+    page.wait_for_url(re.compile(r"/patches/p0000\?"))
     assert "Illegal" in page.inner_text("#status-badge")
     page.keyboard.press("j")
-    page.wait_for_url(f"{base}/patches/p0001")
+    page.wait_for_url(re.compile(r"/patches/p0005\?"))
 
-    # bob decides p0001 while alice looks at it: her decision is refused and she sees his
-    store.decide("p0001", "legal", reviewer="bob", version=0, note="permit 2024-031")
+    # bob decides p0005 while alice looks at it: her decision is refused and she sees his
+    store.decide("p0005", "legal", reviewer="bob", version=0, note="permit 2024-031")
     page.keyboard.press("f")
     page.wait_for_selector("#conflict:not([hidden])")
     text = page.inner_text("#conflict")
     assert "bob" in text and "Legal" in text and "permit 2024-031" in text
-    assert page.url == f"{base}/patches/p0001"  # she stays on the patch
-    assert store.get("p0001", geometry=False)["status"] == "legal"
+    assert "/patches/p0005?" in page.url  # she stays on the patch
+    assert store.get("p0005", geometry=False)["status"] == "legal"
+
+    # back to the (still filtered) queue: the counts changed
+    page.keyboard.press("q")
+    page.wait_for_url(re.compile(r"/queue\?.*rule=" + rule))
+    after = _counts(page)
+    assert after == dict(before, pending=before["pending"] - 2, illegal=1, legal=before["legal"] + 1)
     assert errors == [] and external == []
 
 
