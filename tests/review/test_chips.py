@@ -8,12 +8,15 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from shapely.geometry import box
 
 from imagery_watch.align import measure_shift
 from imagery_watch.errors import InputFileError, JobError
-from imagery_watch.review.chips import png_bytes, render_chip
+from imagery_watch.review.chips import _inner_window, chip_frame, png_bytes, read_frame, render_chip
 from imagery_watch.review.job import open_job, shift_m_from_state
 from imagery_watch.review.tiles import TileSource
 
@@ -99,6 +102,30 @@ def test_after_tiles_apply_the_recorded_shift(shifted_pair, tmp_path):
     assert both.sum() > 1000
     diff = np.abs(tiles["after"][..., :3] - tiles["before"][..., :3])[both]
     assert np.percentile(diff, 99) <= 2
+
+
+def test_chip_windowed_read_agrees_with_warping_and_edges_are_no_data(shifted_pair, tmp_path):
+    paths, _before, _after = shifted_pair
+    job, patch = _job(tmp_path / "job", paths, shift={"dy": 0.5, "dx": -0.25})  # a fractional shift
+    frame = chip_frame(patch, size_px=256)
+    rgb, valid = read_frame(job.after, frame, crs=job.crs)  # inside the mosaic: one windowed read
+    with rasterio.open(job.after.path) as ds, WarpedVRT(
+            ds, crs=job.crs, transform=Affine.translation(*job.after.shift_m) @ frame.transform, width=256,
+            height=256, resampling=Resampling.bilinear) as vrt:
+        warped = vrt.read([1, 2, 3])
+        assert _inner_window(ds, frame.transform, 256, job.crs) is not None
+        assert _inner_window(ds, frame.transform, 256, "EPSG:32651") is None  # another CRS: warped
+    assert valid.all()
+    assert np.abs(rgb.astype(int) - warped).mean() < 0.5
+    # a patch on the mosaic's corner: the square reaches outside, which is no data
+    corner = box(ORIGIN[0] - 5, ORIGIN[1] - 5, ORIGIN[0] + 5, ORIGIN[1] + 5)
+    with rasterio.open(job.before.path) as ds:
+        assert _inner_window(ds, chip_frame(corner, size_px=256).transform, 256, job.crs) is None
+    rgb, valid = read_frame(job.before, chip_frame(corner, size_px=256), crs=job.crs)
+    assert 0.15 < valid.mean() < 0.35  # about the quarter of the square that lies on the mosaic
+    assert not valid[:100, :100].any() and valid[-100:, -100:].all()
+    chip = np.asarray(render_chip(job.before, corner, crs=job.crs, size_px=256, outline=False))
+    assert (chip[:100, :100] == (96, 96, 96)).all()
 
 
 def test_shift_from_job_state():
