@@ -24,6 +24,7 @@ _SUBCOMMANDS = {
     "evaluate": "evaluate:evaluate",
     "synthetic": "synthetic:synthetic",
     "review": "review:review",
+    "indicators": "indicators:indicators",
 }
 
 

@@ -155,3 +155,7 @@ def export(job_dir, out_dir, want_csv, want_gpkg, sheets, county, rule, status, 
             (folder / f"{name}.png").write_bytes(evidence_png(store, job, p["patch_id"]))
             n += 1
         click.echo(f"wrote {n} evidence sheets to {folder}")
+
+
+from .sample import sample as _sample  # noqa: E402  (defined in its own module: the review sample of issue 5)
+review.add_command(_sample)
