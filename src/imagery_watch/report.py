@@ -232,7 +232,7 @@ def _sample(estimates, sample_info: Mapping) -> str:
                 "again for area estimates with 95 % confidence intervals.</p></div></section>")
     info = (f"<p>Stratified random sample of {estimates.sample_size:,} patches (strata: rule × score band), drawn "
             f"{escape(str(sample_info.get('drawn_at', '?')))} with seed {escape(str(sample_info.get('seed', '?')))};"
-            f" {estimates.reviewed:,} reviewed. Estimators of Olofsson et al. (2014); see Method.</p>")
+            f" {estimates.reviewed:,} reviewed. Planar areas; estimators of Olofsson et al. (2014), see Method.</p>")
     if estimates.problems:
         return (f'<section id="sample"><h2>Estimates from a sample</h2><div class="panel">{info}<p><b>Not used:</b> '
                 f"{escape('; '.join(estimates.problems))}. Draw a new sample with <code>--replace</code>.</p>"
