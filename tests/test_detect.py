@@ -214,18 +214,34 @@ def test_halo_makes_tiles_exact(changed_pair):
     params = fit(before, after, valid)
     whole = detect_block(before, after, valid, farmland=farmland, rules=RULES, params=params, pixel_size_m=PX)
     assert len(np.unique(whole.rule)) >= 3
-    for tile in ((61, 83), (128, 97), (37, 256)):
+    for tile in ((60, 84), (128, 96), (36, 256)):  # multiples of the analysis factor (4)
         tiled = _tiled(before, after, valid, farmland, params, tile)
         for w, t in zip(whole, tiled):
             assert np.array_equal(w, t), tile
 
 
 def test_halo_value():
-    assert detect_halo_px(pixel_size_m=PX, params=DetectorParams()) == 27
-    assert detect_halo_px(pixel_size_m=0.5, params=DetectorParams()) < 27
+    # analysis pixels of 0.8 m (factor 4): features 3 + majority/shadow buffer 2 + cleaning 6
+    # + shadow seed 4 + shadow reach 10 + 1 partial block = 26 analysis pixels
+    params = DetectorParams()
+    assert params.factor(PX) == 4
+    assert detect_halo_px(pixel_size_m=PX, params=params) == 26 * 4
+    assert detect_halo_px(pixel_size_m=PX, params=params) % 4 == 0
+    # at 0.5 m the factor is 2 (1 m analysis pixels): fewer analysis pixels of reach
+    assert params.factor(0.5) == 2
+    assert detect_halo_px(pixel_size_m=0.5, params=params) < 26 * 2
 
 
-@pytest.mark.parametrize("chunks", [(7, 9), (50, 70), (128, 256)])
+def test_lazy_rejects_chunks_off_the_analysis_lattice(changed_pair):
+    before, after, valid, farmland = changed_pair
+    params = fit(before, after, valid)
+    with pytest.raises(ValueError, match="multiples of the analysis factor"):
+        detect_lazy(da.from_array(before, chunks=(3, 50, 50)), da.from_array(after, chunks=(3, 50, 50)),
+                    da.from_array(valid, chunks=(50, 50)), farmland=None, rules=RULES, params=params,
+                    pixel_size_m=PX)
+
+
+@pytest.mark.parametrize("chunks", [(8, 12), (52, 72), (128, 256)])
 def test_dask_matches_numpy(changed_pair, chunks):
     before, after, valid, farmland = changed_pair
     params = fit(before, after, valid)

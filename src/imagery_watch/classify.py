@@ -6,7 +6,8 @@ evidence of :mod:`imagery_watch.features`, in this order:
 1. ``NODATA`` where ``valid`` is False;
 2. ``SHADOW``: very dark (brightness below ``shadow_brightness``), unless clearly green;
 3. vegetation (``exg > exg_veg`` and green above red, or ``ndvi > ndvi_veg`` when NIR exists), split into
-   ``TREE`` (rough canopy: local roughness >= ``tree_texture``) and ``LOW_VEGETATION``;
+   ``TREE`` (rough canopy with shaded gaps: roughness >= ``tree_texture`` and darkest
+   luminance nearby < ``tree_darkest``) and ``LOW_VEGETATION``;
 4. ``WATER``: dark, smooth, not reddish and at most moderately green;
 5. ``BUILT``: grey/white (low saturation), bluish (steel sheet) or red tiles (red
    chromaticity well above green), or very bright;
@@ -62,7 +63,10 @@ class ClassifierParams:
     water_brightness, water_texture : float
         Water is darker than ``water_brightness`` and smoother than ``water_texture``.
     tree_texture : float
-        Local std of luminance above which vegetation is tree canopy.
+        Local roughness of luminance above which vegetation may be tree canopy.
+    tree_darkest : float
+        Tree canopy also has shaded gaps: the darkest luminance in the texture window is
+        below this (bright crops with rows are rough but have no dark gaps).
     grey_saturation : float
         Saturation below which a non-vegetated pixel is built (concrete, grey/white roof).
     red_excess : float
@@ -84,13 +88,14 @@ class ClassifierParams:
     water_brightness: float = 70.0
     water_texture: float = 1.5
     tree_texture: float = 4.0
+    tree_darkest: float = 60.0
     grey_saturation: float = 0.13
     red_excess: float = 0.17
     blue_excess: float = 0.01
     white_brightness: float = 215.0
-    smooth_m: float = 0.2
-    texture_m: float = 1.0
-    majority_m: float = 0.0
+    smooth_m: float = 0.0
+    texture_m: float = 1.6
+    majority_m: float = 0.8
     model_path: str | None = None
 
     def to_dict(self) -> dict:
@@ -160,6 +165,7 @@ def classify_features(feat: Features, valid: np.ndarray, *, params: ClassifierPa
     built &= nonveg
     out[built] = C.BUILT
     tree = feat.texture >= f32(p.tree_texture)
+    tree &= feat.darkest < f32(p.tree_darkest)
     tree &= veg
     out[veg] = C.LOW_VEGETATION
     out[tree] = C.TREE
@@ -262,8 +268,9 @@ def fit_classifier(samples, valid_samples, *, pixel_size_m: float,
     -------
     ClassifierParams
         ``exg_veg``/``ndvi_veg`` by Otsu on one histogram of all samples,
-        ``tree_texture`` by Otsu on the texture of vegetated pixels, shadow and water
-        brightness relative to the median brightness; each clipped to a sensible range.
+        ``tree_texture`` by Otsu on the texture of vegetated pixels; shadow and water
+        brightness and the darkest-gap level of tree canopy relative to the median
+        brightness; each clipped to a sensible range.
     """
     p = base or ClassifierParams()
     s, t, _ = p.radii_px(pixel_size_m)
@@ -303,5 +310,6 @@ def fit_classifier(samples, valid_samples, *, pixel_size_m: float,
     median_b = float(np.searchsorted(cum, cum[-1] / 2)) if cum[-1] > 0 else 120.0
     shadow = float(np.clip(0.35 * median_b, 20.0, 55.0))
     water = float(np.clip(0.6 * median_b, shadow + 5.0, 100.0))
+    tree_darkest = float(np.clip(0.7 * median_b, shadow + 10.0, 110.0))
     return dataclasses.replace(p, exg_veg=exg_veg, ndvi_veg=ndvi_veg, tree_texture=tree_texture,
-                               shadow_brightness=shadow, water_brightness=water)
+                               shadow_brightness=shadow, water_brightness=water, tree_darkest=tree_darkest)

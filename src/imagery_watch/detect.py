@@ -2,6 +2,11 @@
 
 For one block of a co-registered, radiometrically normalised pair:
 
+0. both epochs are averaged over blocks of ``factor`` x ``factor`` pixels, the analysis
+   resolution ``analysis_m`` (0.8 m by default): block means smooth sensor noise, JPEG
+   artefacts and sub-pixel misregistration, and every later step touches 16 times fewer
+   pixels at 0.2 m; results are repeated back to the input pixels at the end, and rules
+   tied to farmland are cut to the farmland layer's exact boundary;
 1. features and land-cover classes of both epochs (:mod:`~imagery_watch.features`,
    :mod:`~imagery_watch.classify`, thresholds fitted per epoch);
 2. **change evidence**: for each of four features (red and green chromaticity, square
@@ -10,11 +15,15 @@ For one block of a co-registered, radiometrically normalised pair:
    the smaller kept (so a residual misregistration of about a pixel, and edges of roofs
    and roads, give no evidence); each difference minus its global offset, divided by its
    global robust spread; the Euclidean norm of the four;
-3. a pixel fires rule *k* when the evidence exceeds the fitted threshold, its (majority
+3. a pixel fires rule *k* when the evidence exceeds the threshold, its (majority
    filtered) class transition matches the rule, the location constraint holds, neither
    epoch is shadow within ``shadow_buffer_m``, and no earlier rule fired there;
 4. each rule's mask is cleaned (:mod:`~imagery_watch.clean`), re-restricted to valid,
-   non-shadow pixels where the rule may fire, and the masks are combined in rule order.
+   non-shadow pixels where the rule may fire, then grown (at most ``shadow_reach_m``) into
+   the shadowed or newly darkened pixels it touches: the shadow that new buildings or trees
+   cast, or that a demolished building cast before, belongs to the change (only parts of
+   the change wider than ``shadow_seed_m`` grow, so slivers along moved shadows do not);
+   the masks are combined in rule order.
 
 Seasonal crop change (green crop -> ripe, harvested or tilled) is a transition between
 ``LOW_VEGETATION`` and ``BARE``, which the default rules do not contain, so strong colour
@@ -40,8 +49,9 @@ import numpy as np
 from .classes import LandCover
 from .classify import (ClassifierParams, classify_features, fit_classifier, majority_filter,
                        otsu_threshold)
-from .clean import clean_halo_px, clean_mask
-from .features import box_max, box_min, compute_features, features_halo_px, radius_px
+from .clean import clean_halo_px, clean_mask, open_mask
+from .features import (block_all, block_majority, block_mean, box_max, box_min, compute_features,
+                       features_halo_px, radius_px, upsample)
 
 __all__ = ["DetectorParams", "DetectResult", "fit_detector", "detect_block", "detect_halo_px",
            "detect_lazy", "change_evidence", "CHANGE_FEATURES"]
@@ -65,6 +75,9 @@ class DetectorParams:
         (:data:`CHANGE_FEATURES`).
     threshold : float
         Change-evidence threshold, already divided by ``sensitivity``.
+    evidence_sigma : float
+        Evidence threshold at sensitivity 1, in robust spreads of the no-change
+        differences (the evidence is normalised by them).
     sensitivity : float
         Multiplier given at fit time (higher = more detections).
     tolerance_m : float
@@ -74,20 +87,38 @@ class DetectorParams:
     shadow_buffer_m : float
         Pixels this close to shadow in either epoch never fire (moved shadows make strong
         edges that look like texture and colour change next to them).
+    shadow_reach_m : float
+        A change also takes the shadowed pixels it touches up to this far (the shadow of
+        new buildings or trees, or of a demolished building, belongs to the change).
+    shadow_seed_m : float
+        Only the parts of a change that survive an opening of this radius take shadows.
+    shade_ratio : float
+        A pixel is newly shaded when its brightness fell below this share of the other
+        epoch's (cast shadows are too bright on light ground to be the ``SHADOW`` class).
+    analysis_m : float
+        Analysis resolution: images finer than this are averaged over blocks of
+        ``round(analysis_m / pixel_size_m)`` pixels before features, classes and evidence
+        are computed (block means smooth noise and sub-pixel misregistration, and make the
+        job several times faster); results are repeated back to the input pixels.
     """
 
     before: ClassifierParams = ClassifierParams()
     after: ClassifierParams = ClassifierParams()
     offsets: tuple = (0.0, 0.0, 0.0, 0.0)
     scales: tuple = _SCALE_FLOOR
-    threshold: float = 4.0
+    threshold: float = 2.0
+    evidence_sigma: float = 2.0
     sensitivity: float = 1.0
     tolerance_m: float = 0.2
     open_m: float = 0.4
     close_m: float = 0.4
     hole_m: float = 2.0
     shadow_buffer_m: float = 0.6
-    version: int = 1
+    shadow_reach_m: float = 8.0
+    shade_ratio: float = 0.55
+    shadow_seed_m: float = 1.6
+    analysis_m: float = 0.8
+    version: int = 2
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict (nested dicts for the classifiers)."""
@@ -112,8 +143,14 @@ class DetectorParams:
                 d[key] = tuple(float(x) for x in d[key])
         return cls(**d)
 
+    def factor(self, pixel_size_m: float) -> int:
+        """Block size (pixels of the input per side) of one analysis pixel, 1..8."""
+        if pixel_size_m <= 0:
+            raise ValueError(f"pixel_size_m must be > 0, found {pixel_size_m}")
+        return int(min(8, max(1, round(self.analysis_m / pixel_size_m))))
+
     def radii_px(self, pixel_size_m: float) -> dict:
-        """Window radii in pixels of every step."""
+        """Window radii in pixels of every step, for images of ``pixel_size_m`` pixels."""
         s, t, m = self.before.radii_px(pixel_size_m)
         s2, t2, m2 = self.after.radii_px(pixel_size_m)
         return {
@@ -123,6 +160,8 @@ class DetectorParams:
             "close": min(8, radius_px(self.close_m, pixel_size_m)),
             "hole": int(min(64, round(self.hole_m / pixel_size_m))) if self.hole_m > 0 else 0,
             "shadow_buffer": min(8, radius_px(self.shadow_buffer_m, pixel_size_m)),
+            "shadow_reach": min(32, radius_px(self.shadow_reach_m, pixel_size_m)),
+            "shadow_seed": min(8, radius_px(self.shadow_seed_m, pixel_size_m)),
         }
 
 
@@ -150,10 +189,15 @@ def detect_halo_px(*, pixel_size_m: float, params: DetectorParams) -> int:
 
     A block read with this halo and cropped afterwards gives exactly (bit for bit) the
     result of the whole image in its core: features, majority filter and evidence
-    tolerance, then opening, closing and hole filling, add up.
+    tolerance, then opening, closing and hole filling, add up (in analysis pixels, plus one
+    for a partial edge block). The halo is a multiple of the analysis factor, so blocks
+    whose origin is a multiple of the factor see the same analysis pixels.
     """
-    r = params.radii_px(pixel_size_m)
-    return _pixel_halo(r) + clean_halo_px(open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
+    f = params.factor(pixel_size_m)
+    r = params.radii_px(pixel_size_m * f)
+    coarse = (_pixel_halo(r) + clean_halo_px(open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
+              + 2 * r["shadow_seed"] + r["shadow_reach"])
+    return f * (coarse + (1 if f > 1 else 0))
 
 
 def _change_arrays(feat) -> list:
@@ -204,7 +248,10 @@ def _pixel_stage(before, after, valid, params: DetectorParams, r: dict):
     ca = majority_filter(classify_features(fa, valid, params=params.after), radius=r["majority"])
     ev = change_evidence(_change_arrays(fb), _change_arrays(fa), offsets=params.offsets,
                          scales=params.scales, tolerance_px=r["tolerance"])
-    return cb, ca, ev
+    k = np.float32(params.shade_ratio)
+    shaded_after = fa.brightness < fb.brightness * k
+    shaded_before = fb.brightness < fa.brightness * k
+    return cb, ca, ev, shaded_before, shaded_after
 
 
 def _check_inputs(before, after, valid, farmland):
@@ -249,12 +296,46 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     Notes
     -----
     Halo: :func:`detect_halo_px`. A block read with that halo gives, after cropping the
-    halo, exactly the whole-image result in its core. The minimum mapping unit is not
+    halo, exactly the whole-image result in its core, provided the block's origin (halo
+    included) is a multiple of ``params.factor(pixel_size_m)`` pixels from the image's. The minimum mapping unit is not
     applied (the vectoriser applies it on merged patches). Inputs are not modified.
     """
     _check_inputs(before, after, valid, farmland)
     if len(rules) > 255:
         raise ValueError(f"at most 255 rules, found {len(rules)}")
+    valid = np.asarray(valid, dtype=bool)
+    if farmland is not None:
+        farmland = np.asarray(farmland, dtype=bool)
+    f = params.factor(pixel_size_m)
+    if f == 1:
+        return _detect_analysis(before, after, valid, farmland, rules=rules, params=params,
+                                pixel_size_m=pixel_size_m)
+    coarse = _detect_analysis(block_mean(before, f), block_mean(after, f), block_all(valid, f),
+                              None if farmland is None else block_majority(farmland, f),
+                              rules=rules, params=params, pixel_size_m=pixel_size_m * f)
+    shape = valid.shape
+    rule = upsample(coarse.rule, f, shape)
+    score = upsample(coarse.score, f, shape)
+    cb = upsample(coarse.before_class, f, shape)
+    ca = upsample(coarse.after_class, f, shape)
+    invalid = ~valid
+    rule[invalid] = 0
+    score[invalid] = 0
+    cb[invalid] = LandCover.NODATA
+    ca[invalid] = LandCover.NODATA
+    if farmland is not None:
+        # patches follow the farmland boundary of the vector layer, not the analysis blocks
+        for k, rl in enumerate(rules, start=1):
+            if rl.where == "farmland":
+                rule[(rule == k) & ~farmland] = 0
+            elif rl.where == "outside_farmland":
+                rule[(rule == k) & farmland] = 0
+    return DetectResult(rule, score, cb, ca)
+
+
+def _detect_analysis(before, after, valid, farmland, *, rules, params: DetectorParams,
+                     pixel_size_m: float) -> DetectResult:
+    """:func:`detect_block` at the analysis resolution (inputs already block-averaged)."""
     valid = np.asarray(valid, dtype=bool)
     if farmland is not None:
         farmland = np.asarray(farmland, dtype=bool)
@@ -267,16 +348,20 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     score = np.empty((ny, nx), np.float32)
     raw = np.empty((ny, nx), np.uint8)
     blocked = np.empty((ny, nx), bool)
+    darker_before = np.empty((ny, nx), bool)
+    darker_after = np.empty((ny, nx), bool)
     h = _pixel_halo(r)
     for y0 in range(0, ny, _STRIP_ROWS):
         y1 = min(ny, y0 + _STRIP_ROWS)
         lo, hi = max(0, y0 - h), min(ny, y1 + h)
-        sb, sa, ev = _pixel_stage(before[:, lo:hi], after[:, lo:hi], valid[lo:hi], params, r)
+        sb, sa, ev, dark_b, dark_a = _pixel_stage(before[:, lo:hi], after[:, lo:hi], valid[lo:hi], params, r)
         shadow = (sb == LandCover.SHADOW) | (sa == LandCover.SHADOW)
         shadow = box_max(shadow.view(np.uint8), radius=r["shadow_buffer"]).view(bool)
         core = slice(y0 - lo, y1 - lo)
         sb, sa, ev = sb[core], sa[core], ev[core]
         blocked[y0:y1] = shadow[core]
+        darker_before[y0:y1] = dark_b[core]
+        darker_after[y0:y1] = dark_a[core]
         cb[y0:y1] = sb
         ca[y0:y1] = sa
         # transition code: before * 8 + after (0..63) + 64 * location (0 in, 1 out of farmland)
@@ -297,11 +382,43 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     if present.size == 0:
         return DetectResult(rule_map, score, cb, ca)
     usable = valid & ~blocked
+    tall = {LandCover.BUILT, LandCover.TREE}
     for k in present[::-1]:  # reverse order so earlier rules overwrite later ones
+        rule = rules[k - 1]
         m = clean_mask(raw == k, open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
-        m &= _where_mask(rules[k - 1].where, farmland, usable)
+        m &= _where_mask(rule.where, farmland, usable)
+        # the shadow cast by what appeared (or, before, by what went) belongs to the change
+        shade = blocked.copy()
+        if tall & {LandCover(c) for c in rule.after}:
+            shade |= darker_after
+        if tall & {LandCover(c) for c in rule.before}:
+            shade |= darker_before
+        # grown only from the parts of the change at least a few metres wide, so slivers
+        # along edges (misregistration, moved shadows) never spread into moved shadows
+        seed = open_mask(m, radius=r["shadow_seed"])
+        _grow_into(seed, _where_mask(rule.where, farmland, shade & valid), steps=r["shadow_reach"])
+        m |= seed
         rule_map[m] = k
     return DetectResult(rule_map, score, cb, ca)
+
+
+def _grow_into(mask: np.ndarray, region: np.ndarray, *, steps: int) -> None:
+    """Grow ``mask`` in place into the connected parts of ``region`` it touches, at most
+    ``steps`` pixels far (8-connected geodesic dilation; halo = ``steps``).
+
+    Used with the shadowed pixels as ``region``: the shadow a new building or new trees
+    cast (or a demolished building cast before) belongs to that change.
+    """
+    if steps <= 0 or not mask.any() or not region.any():
+        return
+    region_u8 = region.view(np.uint8)
+    for _ in range(steps):
+        grown = box_max(mask.view(np.uint8), radius=1)
+        grown &= region_u8
+        grown |= mask.view(np.uint8)
+        if np.array_equal(grown, mask.view(np.uint8)):
+            return
+        mask[...] = grown.view(bool)
 
 
 def _rule_lut(rules: Sequence, *, has_farmland: bool) -> np.ndarray:
@@ -371,9 +488,10 @@ def fit_detector(before_samples, after_samples, valid_samples, *, pixel_size_m: 
     DetectorParams
         Classifier thresholds per epoch (:func:`~imagery_watch.classify.fit_classifier`);
         offset and spread of each change feature (median and MAD of ``after - before``
-        over all sampled valid pixels, spreads floored); the evidence threshold by Otsu on
-        one histogram of the evidence of all samples, clipped to 3..6, divided by
-        ``sensitivity``.
+        over all sampled valid pixels, spreads floored); the evidence threshold
+        ``evidence_sigma / sensitivity``. The evidence is in units of those robust spreads,
+        so one threshold serves every scene: the class transition does most of the work,
+        the evidence only vetoes pixels whose class flipped without a real difference.
 
     Raises
     ------
@@ -386,12 +504,17 @@ def fit_detector(before_samples, after_samples, valid_samples, *, pixel_size_m: 
         raise ValueError("fit_detector needs equally long, non-empty lists of before, after and valid samples; "
                          f"found {len(before_samples)}, {len(after_samples)}, {len(valid_samples)}")
     base = base or DetectorParams()
+    f = base.factor(pixel_size_m)
+    if f > 1:
+        before_samples = [block_mean(b, f) for b in before_samples]
+        after_samples = [block_mean(a, f) for a in after_samples]
+        valid_samples = [block_all(np.asarray(v, dtype=bool), f) for v in valid_samples]
+        pixel_size_m = pixel_size_m * f
     pb = fit_classifier(before_samples, valid_samples, pixel_size_m=pixel_size_m, base=base.before)
     pa = fit_classifier(after_samples, valid_samples, pixel_size_m=pixel_size_m, base=base.after)
     p = dataclasses.replace(base, before=pb, after=pa, sensitivity=float(sensitivity))
     r = p.radii_px(pixel_size_m)
     diffs = [[] for _ in CHANGE_FEATURES]
-    feats = []
     rng = np.random.default_rng(0)
     for b, a, v in zip(before_samples, after_samples, valid_samples):
         _check_inputs(b, a, np.asarray(v), None)
@@ -403,20 +526,14 @@ def fit_detector(before_samples, after_samples, valid_samples, *, pixel_size_m: 
             idx = rng.choice(idx, 50_000, replace=False)
         for k in range(len(CHANGE_FEATURES)):
             diffs[k].append((fa[k].ravel()[idx] - fb[k].ravel()[idx]).astype(np.float32))
-        feats.append((fb, fa, v))
     offsets, scales = [], []
     for k, floor in enumerate(_SCALE_FLOOR):
         vals = np.concatenate(diffs[k]) if diffs[k] else np.zeros(1, np.float32)
         med, mad = _robust(vals) if vals.size else (0.0, 0.0)
         offsets.append(med)
         scales.append(max(mad, floor))
-    hist = np.zeros(200)
-    edges = np.linspace(0, 20, 201)
-    for fb, fa, v in feats:
-        ev = change_evidence(fb, fa, offsets=offsets, scales=scales, tolerance_px=r["tolerance"])
-        hist += np.histogram(np.clip(ev[v], 0, 20), bins=200, range=(0, 20))[0]
-    thr = float(np.clip(otsu_threshold(hist, edges), 3.0, 6.0)) if hist.sum() else 4.0
-    return dataclasses.replace(p, offsets=tuple(offsets), scales=tuple(scales), threshold=thr / sensitivity)
+    return dataclasses.replace(p, offsets=tuple(offsets), scales=tuple(scales),
+                               threshold=base.evidence_sigma / sensitivity)
 
 
 def _detect_stacked(before, after, valid, farmland=None, *, rules, params, pixel_size_m, has_farmland):
@@ -440,6 +557,11 @@ def detect_lazy(before, after, valid, *, farmland, rules: Sequence, params: Dete
     """
     from .blocks import map_blocks_with_halo
 
+    f = params.factor(pixel_size_m)
+    for axis_chunks in getattr(valid, "chunks", ((),))[-2:]:
+        if any(c % f for c in axis_chunks[:-1]):
+            raise ValueError(f"chunks {axis_chunks} must be multiples of the analysis factor {f} "
+                             f"(analysis_m {params.analysis_m} m at {pixel_size_m} m pixels), except the last")
     arrays = [before, after, valid] + ([farmland] if farmland is not None else [])
     stacked = map_blocks_with_halo(
         _detect_stacked, *arrays, halo_px=detect_halo_px(pixel_size_m=pixel_size_m, params=params),

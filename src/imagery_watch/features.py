@@ -31,6 +31,10 @@ __all__ = [
     "local_roughness",
     "compute_features",
     "features_halo_px",
+    "block_mean",
+    "block_all",
+    "block_majority",
+    "upsample",
 ]
 
 
@@ -190,6 +194,8 @@ class Features:
     exg : excess green on chromaticity, ``2g - r - b`` (-1..2; vegetation > ~0.05).
     saturation : ``(max - min) / max`` of the smoothed R, G, B (0..1).
     texture : local roughness of luminance (:func:`local_roughness`, 0..255).
+    darkest : minimum luminance over the texture window (0..255): low inside tree canopy
+        (shaded gaps between crowns), high in bright striped crops whose rows are rough too.
     ndvi : ``(NIR - R) / (NIR + R)`` of the smoothed bands, or None without NIR.
     """
 
@@ -200,6 +206,7 @@ class Features:
     exg: np.ndarray
     saturation: np.ndarray
     texture: np.ndarray
+    darkest: np.ndarray
     ndvi: np.ndarray | None = None
 
 
@@ -263,6 +270,75 @@ def compute_features(image: np.ndarray, *, smooth_px: int, texture_px: int) -> F
         np.maximum(den, 1, out=den)
         ndvi = ns - rf
         ndvi /= den
-    texture = local_roughness(luminance(image), radius=texture_px)
+    lum = luminance(image)
+    texture = local_roughness(lum, radius=texture_px)
+    darkest = box_min(lum, radius=texture_px).astype(np.float32)
     return Features(brightness=brightness, red=red, green=green, blue=blue, exg=exg,
-                    saturation=saturation, texture=texture, ndvi=ndvi)
+                    saturation=saturation, texture=texture, darkest=darkest, ndvi=ndvi)
+
+
+def _block_sums(a: np.ndarray, factor: int) -> np.ndarray:
+    """Exact sums of ``factor x factor`` blocks over the last two axes (uint16).
+
+    The last two dimensions must be multiples of ``factor`` and ``factor**2 * a.max()``
+    must fit uint16 (uint8 input: factor <= 16).
+    """
+    acc = np.zeros(a.shape[:-2] + (a.shape[-2] // factor, a.shape[-1] // factor), np.uint16)
+    for i in range(factor):
+        for j in range(factor):
+            acc += a[..., i::factor, j::factor]
+    return acc
+
+
+def _pad_to_multiple(a: np.ndarray, factor: int, fill=None) -> np.ndarray:
+    ny, nx = a.shape[-2:]
+    py, px = -ny % factor, -nx % factor
+    if not py and not px:
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, py), (0, px)]
+    if fill is None:
+        return np.pad(a, pad, mode="edge")
+    return np.pad(a, pad, mode="constant", constant_values=fill)
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each ``factor x factor`` block of a (band, y, x) uint8 image, rounded, uint8.
+
+    Blocks are anchored at index (0, 0); a partial block at the bottom or right edge is
+    padded by repeating the edge pixels. No halo: a block's value depends on its own pixels
+    only, so any array whose origin is a multiple of ``factor`` gives the same blocks.
+    """
+    if factor == 1:
+        return image.copy()
+    if not 1 <= factor <= 16:
+        raise ValueError(f"factor must be 1..16, found {factor}")
+    sums = _block_sums(_pad_to_multiple(image, factor), factor)
+    n = factor * factor
+    sums += n // 2
+    sums //= n
+    return sums.astype(np.uint8)
+
+
+def block_all(mask: np.ndarray, factor: int) -> np.ndarray:
+    """True where every pixel of the ``factor x factor`` block is True (edge blocks are
+    padded with False)."""
+    if factor == 1:
+        return mask.astype(bool, copy=True)
+    m = _pad_to_multiple(mask.astype(np.uint8), factor, fill=0)
+    return _block_sums(m, factor) == factor * factor
+
+
+def block_majority(mask: np.ndarray, factor: int) -> np.ndarray:
+    """True where at least half of the pixels of the ``factor x factor`` block are True."""
+    if factor == 1:
+        return mask.astype(bool, copy=True)
+    m = _pad_to_multiple(mask.astype(np.uint8), factor, fill=0)
+    return 2 * _block_sums(m, factor) >= factor * factor
+
+
+def upsample(a: np.ndarray, factor: int, shape: tuple) -> np.ndarray:
+    """Repeat each pixel of a (y, x) array into a ``factor x factor`` block, cropped to ``shape``."""
+    if factor == 1:
+        return a[:shape[0], :shape[1]].copy()
+    out = np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
+    return np.ascontiguousarray(out[:shape[0], :shape[1]])
