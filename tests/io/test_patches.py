@@ -171,3 +171,106 @@ def test_pieces_errors(tmp_path):
         load_pieces(bad)
     with pytest.raises(OutputError, match="cannot write chunk pieces"):
         save_pieces(_pieces(), tmp_path / "missing" / "x.npz")
+
+
+# -- keeping review tables across rewrites ------------------------------------------------
+
+LOG_SQL = ("CREATE TABLE decision_log (id INTEGER PRIMARY KEY AUTOINCREMENT, patch_id TEXT NOT NULL, "
+           "to_status TEXT NOT NULL, note TEXT)")
+
+
+def _add_log(path, rows):
+    with sqlite3.connect(path) as con:
+        con.execute(LOG_SQL)
+        con.execute("CREATE INDEX iw_log_patch ON decision_log (patch_id, id)")
+        con.executemany("INSERT INTO decision_log (patch_id, to_status, note) VALUES (?, ?, ?)", rows)
+        con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier) "
+                    "VALUES ('decision_log', 'attributes', 'decision_log')")
+    con.close()
+
+
+def test_rewrite_keeps_named_tables_of_the_replaced_file(tmp_path, patches):
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    rows = [("a", "illegal", "n1"), ("b", "legal", None), ("a", "legal", "permit")]
+    _add_log(path, rows)
+    copied = write_patches(patches.iloc[:2], path, rule_names=RULES, tables_from=path,
+                           tables=("decision_log", "not_there"))
+    assert copied == {"decision_log": 3}
+    assert len(read_patches(path)) == 2
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT patch_id, to_status, note FROM decision_log ORDER BY id").fetchall() == rows
+        assert con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'decision_log'").fetchone() == \
+            ("attributes",)
+        assert con.execute("SELECT name FROM sqlite_master WHERE name = 'iw_log_patch'").fetchone()
+        # AUTOINCREMENT goes on after the copied ids
+        con.execute("INSERT INTO decision_log (patch_id, to_status) VALUES ('c', 'legal')")
+        assert con.execute("SELECT max(id) FROM decision_log").fetchone() == (4,)
+    con.close()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_unreadable_table_source_leaves_the_existing_file_intact(tmp_path, patches):
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    before = path.read_bytes()
+    bad = tmp_path / "bad.gpkg"
+    bad.write_bytes(b"not sqlite" * 200)
+    with pytest.raises(InputFileError, match="bad.gpkg"):
+        write_patches(patches.iloc[:1], path, rule_names=RULES, tables_from=bad, tables=("decision_log",))
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_snapshot_includes_changes_still_in_the_wal(tmp_path, patches):
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    _add_log(path, [("a", "illegal", None)])
+    con = sqlite3.connect(path)  # a review server with the file open in WAL mode
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("INSERT INTO decision_log (patch_id, to_status) VALUES ('b', 'legal')")
+        con.commit()
+        assert (tmp_path / "patches.gpkg-wal").stat().st_size > 0
+        patches_io.snapshot_geopackage(path, tmp_path / "copy.gpkg")
+    finally:
+        con.close()
+    with sqlite3.connect(tmp_path / "copy.gpkg") as copy:
+        assert copy.execute("SELECT patch_id FROM decision_log ORDER BY id").fetchall() == [("a",), ("b",)]
+    copy.close()
+    assert len(read_patches(tmp_path / "copy.gpkg")) == len(patches)
+    assert patches_io.count_table_rows(tmp_path / "copy.gpkg", ("decision_log", "x")) == {"decision_log": 2, "x": 0}
+    with pytest.raises(InputFileError, match="file not found"):
+        patches_io.snapshot_geopackage(tmp_path / "nope.gpkg", tmp_path / "c2.gpkg")
+
+
+def test_partial_pieces_files_are_removed(tmp_path):
+    save_pieces(_pieces(), tmp_path / "r000000_c000000.npz")
+    (tmp_path / ".r000000_c000001.tmp123.npz").write_bytes(b"half")
+    assert patches_io.remove_partial_pieces(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["r000000_c000000.npz"]
+
+
+def test_rewrite_is_safe_from_a_wal_left_by_a_killed_review_server(tmp_path, patches):
+    import subprocess
+    import sys
+
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    _add_log(path, [("a", "illegal", None)])
+    # a process that commits in WAL mode and dies without closing: its -wal file stays
+    code = ("import os, sqlite3, sys; con = sqlite3.connect(sys.argv[1]); con.execute('PRAGMA journal_mode=WAL'); "
+            "con.execute('PRAGMA wal_autocheckpoint=0'); "
+            "con.executemany(\"INSERT INTO decision_log (patch_id, to_status, note) VALUES (?, 'legal', ?)\", "
+            "[(str(i), 'x' * 500) for i in range(200)]); con.commit(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    wal = tmp_path / "patches.gpkg-wal"
+    assert wal.stat().st_size > 0
+    write_patches(patches.iloc[:2], path, rule_names=RULES)
+    assert not wal.exists() or wal.stat().st_size == 0
+    back = read_patches(path)
+    assert len(back) == 2 and (back["status"] == "pending").all()
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    con.close()

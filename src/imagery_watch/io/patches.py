@@ -5,11 +5,14 @@
   ``rule``) in the ``layer_styles`` table, so QGIS opens it styled.
 * :func:`save_pieces` / :func:`load_pieces`: one compressed ``.npz`` per chunk holding
   :class:`~imagery_watch.vectorise.BlockPieces` as plain arrays (no pickle).
+* :func:`snapshot_geopackage`: a consistent copy of a GeoPackage that may be open in WAL
+  mode (the review store), written atomically; used to keep reviewed patch files.
 """
 
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import logging
 import os
 import sqlite3
@@ -56,6 +59,49 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+def _settle_wal(path: Path) -> None:
+    """Fold a ``-wal`` file left beside ``path`` into it before ``path`` is replaced.
+
+    SQLite applies a ``-wal`` file found beside a database to whatever file has the
+    database's name, so a WAL left by a review server that was killed would corrupt the
+    new file. Checkpointing (and truncating) it first keeps its decisions in the old file
+    (already read by then) and leaves nothing for the new one.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() or not path.exists():
+        return
+    con = sqlite3.connect(path, timeout=10.0)
+    try:
+        busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        con.close()
+    if busy or (wal.exists() and wal.stat().st_size):
+        raise OutputError(f"{path}: the file is being written by another program (a review server?); stop it "
+                          "and run again, so that no review decision is lost")
+
+
 def _check_writable_folder(path: Path) -> None:
     folder = path.parent
     if not folder.is_dir():
@@ -92,6 +138,19 @@ def save_pieces(pieces, path: str | os.PathLike) -> None:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write chunk pieces ({exc.strerror or exc}); "
                           "check free space and permissions of the job folder") from None
+
+
+def remove_partial_pieces(folder: str | os.PathLike) -> int:
+    """Delete the temporary pieces files a killed job left in ``folder``; return how many.
+
+    :func:`save_pieces` writes beside the target and renames, so a leftover temporary
+    file is never a finished chunk. Call only while no job writes into ``folder``.
+    """
+    n = 0
+    for stale in Path(folder).glob(".*.tmp*.npz"):
+        stale.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def load_pieces(path: str | os.PathLike):
@@ -235,7 +294,8 @@ def _add_style(path: Path, *, layer: str, geometry_column: str, rule_names: Sequ
 
 
 def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
-                  rule_names: Sequence[str] | None = None) -> None:
+                  rule_names: Sequence[str] | None = None, tables_from: str | os.PathLike | None = None,
+                  tables: Sequence[str] = ()) -> dict:
     """Write the patch table to a GeoPackage, atomically, with a default QGIS style.
 
     Parameters
@@ -248,12 +308,26 @@ def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
         Layer name.
     rule_names : sequence of str, optional
         Rules to give a colour in the style (config order); default: the rules in ``gdf``.
+    tables_from : path, optional
+        A GeoPackage (typically the file being replaced) whose attribute ``tables`` are
+        copied into the new file before it replaces ``path``, so they survive the rewrite.
+    tables : sequence of str
+        Names of non-spatial tables to copy from ``tables_from`` (schema, indexes, rows
+        and ``gpkg_contents`` entry); tables it lacks are skipped.
+
+    Returns
+    -------
+    dict
+        Rows copied per table name.
 
     Raises
     ------
     OutputError
         If the folder does not exist or is not writable, or writing fails. An existing
-        file at ``path`` is left as it was.
+        file at ``path`` is left as it was (the new file is written aside, synced to disk,
+        then renamed over it).
+    InputFileError
+        If ``tables_from`` cannot be read.
     """
     import pyogrio
 
@@ -272,7 +346,14 @@ def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
         pyogrio.write_dataframe(gdf, tmp, layer=layer, driver="GPKG", geometry_type=geometry_type,
                                 promote_to_multi=geometry_type == "MultiPolygon")
         _add_style(tmp, layer=layer, geometry_column=gdf.geometry.name, rule_names=list(rule_names))
+        copied = copy_attribute_tables(tables_from, tmp, tables) if tables_from is not None and tables else {}
+        _fsync_file(tmp)
+        _settle_wal(path)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except InputFileError:
+        tmp.unlink(missing_ok=True)
+        raise
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, sqlite3.Error) as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write patches GeoPackage ({exc}); check free space and "
@@ -283,6 +364,131 @@ def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
     log.info("wrote %d patches to %s (layer %s)", len(gdf), path, layer)
+    return copied
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def copy_attribute_tables(src: str | os.PathLike, dst: str | os.PathLike, tables: Sequence[str]) -> dict:
+    """Copy non-spatial tables of one GeoPackage into another (which must lack them).
+
+    Each table keeps its schema (``AUTOINCREMENT`` counters included), its indexes, its
+    rows (ids unchanged) and its ``gpkg_contents`` entry, so QGIS still lists it.
+
+    Parameters
+    ----------
+    src, dst : path
+        Source and destination GeoPackages; ``src`` may be open elsewhere in WAL mode.
+    tables : sequence of str
+        Table names; those missing from ``src`` are skipped.
+
+    Returns
+    -------
+    dict
+        Rows copied per table found in ``src``.
+
+    Raises
+    ------
+    InputFileError
+        If ``src`` is not a readable SQLite file.
+    sqlite3.Error
+        If ``dst`` cannot be written (e.g. it already holds one of the tables).
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise InputFileError(f"{src}: file not found; cannot copy tables {', '.join(tables)} from it")
+    try:
+        with contextlib.closing(sqlite3.connect(src)) as con:
+            found = {}
+            for name in tables:
+                row = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                  (name,)).fetchone()
+                if row is None:
+                    continue
+                indexes = [r[0] for r in con.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+                    (name,))]
+                cur = con.execute(f"SELECT * FROM {_quote(name)}")
+                columns = [d[0] for d in cur.description]
+                found[name] = (row[0], indexes, columns, cur.fetchall(), con.execute(
+                    "SELECT data_type, identifier, description, last_change FROM gpkg_contents "
+                    "WHERE table_name = ?", (name,)).fetchone())
+    except sqlite3.DatabaseError as exc:
+        raise InputFileError(f"{src}: cannot read tables {', '.join(tables)} ({exc}); the file is not a "
+                             "readable GeoPackage") from None
+    copied = {}
+    with contextlib.closing(sqlite3.connect(dst)) as con:
+        with con:
+            for name, (create, indexes, columns, rows, contents) in found.items():
+                con.execute(create)
+                for sql in indexes:
+                    con.execute(sql)
+                marks = ", ".join("?" for _ in columns)
+                con.executemany(f"INSERT INTO {_quote(name)} ({', '.join(_quote(c) for c in columns)}) "
+                                f"VALUES ({marks})", rows)
+                if contents is not None:
+                    con.execute("INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, "
+                                "description, last_change) VALUES (?, ?, ?, ?, ?)", (name,) + tuple(contents))
+                copied[name] = len(rows)
+    return copied
+
+
+def count_table_rows(path: str | os.PathLike, tables: Sequence[str]) -> dict:
+    """Rows of each named table of a GeoPackage (0 for tables it lacks).
+
+    Raises
+    ------
+    InputFileError
+        If ``path`` is missing or not a readable SQLite file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found; pass the path of a GeoPackage (.gpkg)")
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            present = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return {name: con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0] if name in present
+                    else 0 for name in tables}
+    except sqlite3.DatabaseError as exc:
+        raise InputFileError(f"{path}: not a readable GeoPackage ({exc}); check the file or write it again") \
+            from None
+
+
+def snapshot_geopackage(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy a GeoPackage consistently and atomically (SQLite backup, then rename).
+
+    Unlike a file copy, this includes changes still in a ``-wal`` file of a store that
+    has the file open, and never leaves a half-written ``dest``.
+
+    Raises
+    ------
+    InputFileError
+        If ``src`` cannot be read.
+    OutputError
+        If ``dest`` cannot be written.
+    """
+    src, dest = Path(src), Path(dest)
+    if not src.is_file():
+        raise InputFileError(f"{src}: file not found; nothing to copy")
+    tmp = _tmp(dest)
+    try:
+        with contextlib.closing(sqlite3.connect(src)) as s_con:
+            s_con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            tmp.unlink(missing_ok=True)
+            with contextlib.closing(sqlite3.connect(tmp)) as d_con:
+                s_con.backup(d_con)
+        _fsync_file(tmp)
+        os.replace(tmp, dest)
+        _fsync_folder(dest.parent)
+    except sqlite3.DatabaseError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputFileError(f"{src}: cannot copy the GeoPackage ({exc}); the file is not readable") from None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{dest}: cannot write a copy of {src.name} ({exc.strerror or exc}); check free "
+                          "space and permissions") from None
 
 
 def read_patches(path: str | os.PathLike, layer: str = "patches"):
@@ -317,4 +523,5 @@ def read_patches(path: str | os.PathLike, layer: str = "patches"):
 
 
 __all__ = ["write_patches", "read_patches", "save_pieces", "load_pieces", "style_qml", "style_sld",
-           "rule_colours"]
+           "rule_colours", "copy_attribute_tables", "count_table_rows", "snapshot_geopackage",
+           "remove_partial_pieces"]
