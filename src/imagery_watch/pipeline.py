@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from .align import make_reader, measure_shift, plan_grid
 from .config import Config
 from .detect import DetectorParams, detect_block, detect_halo_px, fit_detector
 from .errors import GridMismatchError, InputFileError
-from .io.patches import read_patches, write_patches
+from .io.patches import (count_table_rows, read_patches, remove_partial_pieces, snapshot_geopackage,
+                         write_patches)
 from .io.rasters import EpochReader, Grid, describe_epoch
 from .io.vectors import rasterise_window, read_layer, write_job_layers
 from .jobs import JobFolder, file_stamp, fingerprint
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 SAMPLE_BLOCK_PX = 512
 #: number of sample blocks (at most) drawn across the overlap
 SAMPLE_BLOCKS = 48
+#: attribute tables of a patch file that survive a re-run: the decision history written
+#: by the review store (``imagery_watch.review.store.LOG_TABLE``)
+REVIEW_TABLES = ("decision_log",)
 
 
 @dataclass(frozen=True)
@@ -191,26 +194,58 @@ def _prepare_layers(config: Config, grid: Grid, folder: JobFolder) -> tuple:
     return layers, reports, county_names
 
 
-def _carry_over_reviews(new, old_path: Path):
-    """Keep review decisions of patches that still exist (same ``patch_id``)."""
+def _aside(path: Path, tag: str) -> Path:
+    """``patches.<tag>-<time>.gpkg`` next to ``path``, never an existing file."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    candidate = path.with_name(f"{path.stem}.{tag}-{stamp}{path.suffix}")
+    k = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}.{tag}-{stamp}-{k}{path.suffix}")
+        k += 1
+    return candidate
+
+
+def _carry_over_reviews(new, old_path: Path) -> tuple:
+    """Keep the review work recorded in the patch file that the new one replaces.
+
+    Decisions (status, reviewer, time, note, version) of patches that still exist (same
+    ``patch_id``) are copied into ``new``; the decision history (:data:`REVIEW_TABLES`)
+    is copied whole by :func:`write_patches` from the file returned as ``tables_from``.
+    A reviewed old file is kept as ``patches.reviewed-<time>.gpkg``; an unreadable one is
+    moved aside, never overwritten.
+
+    Returns
+    -------
+    (patches, kept, tables_from)
+        The patch table, the number of decisions kept, and the old file to copy the
+        review tables from (``None`` when there is none).
+    """
     if not old_path.exists():
-        return new, 0
+        return new, 0, None
     try:
         old = read_patches(old_path)
-    except InputFileError:
-        return new, 0
-    reviewed = old[old["status"] != "pending"]
-    if len(reviewed) == 0:
-        return new, 0
+        history = count_table_rows(old_path, REVIEW_TABLES)
+    except InputFileError as exc:
+        aside = _aside(old_path, "unreadable")
+        os.replace(old_path, aside)
+        log.warning("the previous patch file is unreadable (%s); it is kept as %s", exc, aside)
+        return new, 0, None
+    reviewed = old[old["status"] != "pending"] if "status" in old.columns else old.iloc[:0]
+    if len(reviewed) == 0 and not any(history.values()):
+        return new, 0, None
     cols = [c for c in ("status", "reviewer", "reviewed_at", "note", "version") if c in reviewed.columns]
     keep = reviewed.set_index("patch_id")[cols]
     mask = new["patch_id"].isin(keep.index)
     for c in cols:
         new.loc[mask, c] = new.loc[mask, "patch_id"].map(keep[c]).values
-    backup = old_path.with_name(f"patches.reviewed-{time.strftime('%Y%m%dT%H%M%S')}.gpkg")
-    shutil.copy2(old_path, backup)
-    log.warning("kept %d review decisions; the previous patch file is saved as %s", int(mask.sum()), backup)
-    return new, int(mask.sum())
+    backup = _aside(old_path, "reviewed")
+    snapshot_geopackage(old_path, backup)
+    lost = len(reviewed) - int(mask.sum())
+    log.warning("kept %d review decisions and %d decision log entries%s; the previous patch file is saved "
+                "as %s", int(mask.sum()), sum(history.values()),
+                f" ({lost} reviewed patches are gone from this run; their history stays in the log)" if lost else "",
+                backup)
+    return new, int(mask.sum()), old_path
 
 
 def plan_chunks(grid: Grid, chunk_px: int) -> list:
@@ -332,6 +367,8 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
                              "chunk_px": chunk_px, "aoi": config.inputs.area_of_interest is not None})
     chunk_dir = folder.chunk_dir(chunk_key)
     chunk_dir.mkdir(parents=True, exist_ok=True)
+    if remove_partial_pieces(chunk_dir):
+        log.info("removed partial chunk files left by an interrupted run in %s", chunk_dir)
     halo = detect_halo_px(pixel_size_m=grid.pixel_size_m, params=params)
     chunks = plan_chunks(grid, chunk_px)
     state.update({
@@ -375,8 +412,9 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     patches = merge_pieces(pieces, rule_names=[r.name for r in rules],
                            min_area_m2=[r.min_area_m2 for r in rules], pixel_area_m2=grid.pixel_area_m2,
                            crs=grid.crs, county_names=county_names, provenance=provenance)
-    patches, kept = _carry_over_reviews(patches, folder.patches)
-    write_patches(patches, folder.patches, rule_names=[r.name for r in rules])
+    patches, kept, tables_from = _carry_over_reviews(patches, folder.patches)
+    write_patches(patches, folder.patches, rule_names=[r.name for r in rules], tables_from=tables_from,
+                  tables=REVIEW_TABLES)
     t_end = time.perf_counter()
 
     per_rule = {}
