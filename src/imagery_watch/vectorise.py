@@ -22,6 +22,7 @@ is bit-for-bit the same whatever the chunking.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -435,8 +436,10 @@ def merge_pieces(pieces_iterable: Iterable[BlockPieces], *, rule_names: Sequence
     n_county = len(county_names) + 1
 
     blocks: list = []
+    seams: list = []  # per block: sparse edges {name: (positions, global ids)}
     transform = None
     seen: set = set()
+    n_seen = 0
     for p in pieces_iterable:
         if transform is None:
             transform = p.transform
@@ -449,7 +452,12 @@ def merge_pieces(pieces_iterable: Iterable[BlockPieces], *, rule_names: Sequence
         if p.county_px.shape[1] > n_county and p.county_px[:, n_county:].any():
             raise ValueError(f"chunk ({p.row0}, {p.col0}): county code {p.county_px.shape[1] - 1} has no name; "
                              f"pass all {p.county_px.shape[1] - 1} county_names")
-        blocks.append(p)
+        # keep only the changed pixels of the edges: the dense edge arrays of every chunk
+        # of a city would add up to gigabytes (4 x chunk_px labels per chunk)
+        seams.append({name: _sparse_edge(p.edges[name], p.row0 if name in ("left", "right") else p.col0, n_seen)
+                      for name in _EDGES})
+        blocks.append(dataclasses.replace(p, edges={}))
+        n_seen += len(p)
 
     sizes = np.array([len(p) for p in blocks], np.int64)
     gid0 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -486,18 +494,12 @@ def merge_pieces(pieces_iterable: Iterable[BlockPieces], *, rule_names: Sequence
         if len(p) == 0:
             continue
         h, w = p.shape
-        right = None
         for q in _neighbours(by_left, p.col0 + w, p.row0, p.row0 + h):
-            if len(blocks[q]) == 0:
-                continue
-            right = right or _sparse_edge(p.edges["right"], p.row0, gid0[b])
-            pairs.append(_seam_pairs(right, _sparse_edge(blocks[q].edges["left"], blocks[q].row0, gid0[q]), rule))
-        bottom = None
+            if len(blocks[q]):
+                pairs.append(_seam_pairs(seams[b]["right"], seams[q]["left"], rule))
         for q in _neighbours(by_top, p.row0 + h, p.col0, p.col0 + w):
-            if len(blocks[q]) == 0:
-                continue
-            bottom = bottom or _sparse_edge(p.edges["bottom"], p.col0, gid0[b])
-            pairs.append(_seam_pairs(bottom, _sparse_edge(blocks[q].edges["top"], blocks[q].col0, gid0[q]), rule))
+            if len(blocks[q]):
+                pairs.append(_seam_pairs(seams[b]["bottom"], seams[q]["top"], rule))
     if pairs:
         pairs = np.concatenate(pairs, axis=1)
     else:
