@@ -154,15 +154,39 @@ def test_queue_stays_fast_with_100k_patches(tmp_path):
     aff = df[df.rule == "afforestation"]
     assert summary["pending"]["count"] == int((aff.status == "pending").sum())
     assert summary["total"]["area_m2"] == pytest.approx(aff.area_m2.sum())
+    ranged = df[(df.score >= 0.2) & (df.score <= 0.6)]
+    summary = store.summary(PatchFilter(score_min=0.2, score_max=0.6))
+    for status in ("pending", "illegal", "legal"):
+        assert summary[status]["count"] == int((ranged.status == status).sum())
+        assert summary[status]["area_m2"] == pytest.approx(ranged.area_m2[ranged.status == status].sum())
     patch = store.get(expected["patch_id"].iloc[100])
     t0 = time.perf_counter()
     nb = store.neighbours(patch, flt, sort="score_desc")
     timings["neighbours"] = time.perf_counter() - t0
     assert nb == {"next": [expected["patch_id"].iloc[101]], "previous": [expected["patch_id"].iloc[99]]}
-    with sqlite3.connect(path) as con:
-        plan = " ".join(r[-1] for r in con.execute(
-            "EXPLAIN QUERY PLAN SELECT fid FROM patches WHERE status = ? ORDER BY score DESC, fid DESC LIMIT 50",
-            ("pending",)))
-    assert "INDEX iw_patches_status_score" in plan and "TEMP B-TREE" not in plan
+    # a range on the other column than the sort: wide (walk the sort index) or narrow (read the range, sort it)
+    for flt, sort, ascending in ((PatchFilter(score_min=0.3, score_max=0.7), "area_desc", False),
+                                 (PatchFilter(score_min=0.999), "area_asc", True),
+                                 (PatchFilter(area_min_m2=3500), "score_desc", False),
+                                 (PatchFilter(area_min_m2=100, area_max_m2=900, status="pending"), "score_asc", True)):
+        col = "score" if sort.startswith("score") else "area_m2"
+        sel = df[(df.score >= (flt.score_min or 0)) & (df.score <= (flt.score_max or 1))
+                 & (df.area_m2 >= (flt.area_min_m2 or 0)) & (df.area_m2 <= (flt.area_max_m2 or 1e9))
+                 & ((df.status == flt.status) if flt.status else True)]
+        want = list(sel.sort_values([col, "fid"], ascending=ascending)["patch_id"])
+        page = store.query(flt, sort=sort, limit=50)
+        assert [p["patch_id"] for p in page.items] == want[:50], (flt, sort)
+        got = [p["patch_id"] for p in store.iter_patches(flt, sort=sort, geometry=False, batch=400)]
+        assert got == want, (flt, sort)
+    with store.connect() as con:
+        def plan(flt, sort):
+            sql, params = store.page_sql(con, flt, sort=sort)
+            return " ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql, params + [51]))
+
+        assert plan(PatchFilter(status="pending"), "score_desc") == "SEARCH patches USING INDEX iw_patches_status_score (status=?)"
+        wide = plan(PatchFilter(score_min=0.3, score_max=0.7), "area_desc")
+        assert "INDEX iw_patches_area" in wide and "TEMP B-TREE" not in wide
+        narrow = plan(PatchFilter(score_min=0.999), "area_asc")
+        assert "iw_patches_score" in narrow and "(score>?)" in narrow  # the few rows of the range, then sorted
     print(f"\n100,000 patches: open + index {t_open * 1000:.0f} ms; "
           + "; ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items()))
