@@ -16,7 +16,7 @@ from shapely.geometry import box
 
 from imagery_watch.align import measure_shift
 from imagery_watch.errors import InputFileError, JobError
-from imagery_watch.review.chips import _inner_window, chip_frame, png_bytes, read_frame, render_chip
+from imagery_watch.review.chips import _inner_window, chip_frame, read_frame, render_chip
 from imagery_watch.review.job import open_job, shift_m_from_state
 from imagery_watch.review.tiles import TileSource
 
@@ -60,7 +60,7 @@ def _job(folder, paths, *, shift: dict | None):
 
 def _chip(job, epoch, patch) -> np.ndarray:
     image = render_chip(job.mosaic(epoch), patch, crs=job.crs, size_px=256, outline=False)
-    return np.asarray(Image.open(io.BytesIO(png_bytes(image)))).astype(int)
+    return np.asarray(image).astype(int)
 
 
 def test_shift_convention_matches_the_detection_measurement(shifted_pair):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import PatchNotFoundError, StaleVersionError, UserError
 from .auth import require_admin, require_admin_csrf, require_csrf, require_session
-from .chips import png_bytes, render_chip
+from .chips import jpeg_bytes, render_chip
 from .export import decision_log_csv, decisions_csv, decisions_gpkg_bytes, evidence_png, write_evidence_zip
 from .store import SORTS, STATUSES, PatchFilter
 from .tiles import valid_tile
@@ -156,20 +156,20 @@ def history(request: Request, patch_id: str, _s: Session = Depends(require_sessi
     return request.app.state.store.history(patch_id)
 
 
-@router.get("/api/patches/{patch_id}/chips/{epoch}.png", tags=["images"], response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
+@router.get("/api/patches/{patch_id}/chips/{epoch}.jpg", tags=["images"], response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}})
 def chip(request: Request, patch_id: str, epoch: Epoch, size: int = Query(512, ge=128, le=1024),
          _s: Session = Depends(require_session)):
-    """The before or after image chip of a patch with its outline (PNG)."""
+    """The before or after image chip of a patch with its outline (JPEG)."""
     patch = _get_patch(request, patch_id)
     key = (patch_id, epoch, size)
     cache = request.app.state.chip_cache
     data = cache.get(key)
     if data is None:
         job = request.app.state.job
-        data = png_bytes(render_chip(job.mosaic(epoch), patch["geometry"], crs=job.crs, size_px=size))
+        data = jpeg_bytes(render_chip(job.mosaic(epoch), patch["geometry"], crs=job.crs, size_px=size))
         cache.put(key, data)
-    return Response(data, media_type="image/png", headers=IMAGE_CACHE)
+    return Response(data, media_type="image/jpeg", headers=IMAGE_CACHE)
 
 
 @router.get("/tiles/{epoch}/{z}/{x}/{y}.png", tags=["images"], response_class=Response,

@@ -22,7 +22,7 @@
     if (!id) { return; }
     ["before", "after"].forEach(function (e) {
       var img = new Image();
-      img.src = "/api/patches/" + encodeURIComponent(id) + "/chips/" + e + ".png";
+      img.src = "/api/patches/" + encodeURIComponent(id) + "/chips/" + e + ".jpg";
     });
   }
   preload(cfg.next);
