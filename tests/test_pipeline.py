@@ -1,0 +1,201 @@
+"""The detection job end to end (issue 3): invariances and resumability of run_detect.
+
+All tests run on one small generated scene (``change_scene`` in conftest.py). They check
+invariances, not patch counts: chunking and the scheduler do not change the patches,
+identical epochs give none, a re-run recomputes nothing, a killed job resumes from its
+finished chunks, and review work survives a re-run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imagery_watch.io.patches import read_patches
+from imagery_watch.pipeline import REVIEW_TABLES, run_detect
+
+
+def assert_same_patches(got, expected):
+    """Same patch ids and rules, areas within 0.1 %, polygons covering the same ground."""
+    assert len(expected) > 0, "the reference job found no patch: the comparison would prove nothing"
+    got = got.set_index("patch_id").sort_index()
+    expected = expected.set_index("patch_id").sort_index()
+    assert list(got.index) == list(expected.index)
+    assert list(got["rule"]) == list(expected["rule"])
+    np.testing.assert_allclose(got["area_m2"], expected["area_m2"], rtol=1e-3)
+    overlap = got.geometry.intersection(expected.geometry, align=True).area
+    union = got.geometry.union(expected.geometry, align=True).area
+    assert (overlap / union).min() > 0.999
+
+
+def chunk_files(job: Path, key: str | None = None) -> dict:
+    """Finished chunk files of a job folder: path -> (inode, mtime_ns)."""
+    pattern = f"chunks/{key[:16]}/r*.npz" if key else "chunks/*/r*.npz"
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(job.glob(pattern))}
+
+
+def test_reference_job_writes_its_outputs(reference_job):
+    s = reference_job.summary
+    out = reference_job.out_dir
+    assert (out / "patches.gpkg").is_file() and (out / "summary.json").is_file() and (out / "job.json").is_file()
+    assert s["chunks_reused"] == 0 and s["chunks_computed"] == s["chunks_total"] == 4
+    assert len(chunk_files(out)) == 4
+    assert s["patches"] == len(reference_job.patches) == len(read_patches(out / "patches.gpkg"))
+    assert (reference_job.patches["status"] == "pending").all()
+
+
+@pytest.mark.parametrize("chunk_px", [512, 2048])
+def test_chunk_size_does_not_change_the_patches(scene_config, reference_job, chunk_px, tmp_path):
+    assert reference_job.summary["chunks_total"] == 4  # the reference ran with chunk_px = 1024
+    result = run_detect(scene_config.replace("job", out=tmp_path / "job")
+                        .replace("processing", chunk_px=chunk_px, workers=2))
+    assert result.summary["chunks_total"] == {512: 12, 2048: 1}[chunk_px]
+    assert_same_patches(result.patches, reference_job.patches)
+    assert_same_patches(read_patches(result.patches_path), reference_job.patches)
+
+
+def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job, tmp_path):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    config = scene_config.replace("job", out=tmp_path / "job").replace("processing", chunk_px=512)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with get_task_stream(client) as stream:
+            result = run_detect(config, client=client)
+    assert result.summary["chunks_computed"] == result.summary["chunks_total"] == 12
+    chunk_tasks = [t for t in stream.data if "process_chunk" in t["key"]]
+    assert len(chunk_tasks) == 12
+    assert len({t["worker"] for t in chunk_tasks}) == 2, "the chunk tasks did not run on both workers"
+    assert_same_patches(result.patches, reference_job.patches)
+
+
+def test_rerun_with_unchanged_inputs_recomputes_nothing(scene_config, reference_job, tmp_path):
+    job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
+    files = chunk_files(job)
+    result = run_detect(scene_config.replace("job", out=job))
+    s = result.summary
+    assert s["chunks_reused"] == s["chunks_total"] == 4 and s["chunks_computed"] == 0
+    assert chunk_files(job) == files, "a finished chunk file was rewritten"
+    assert_same_patches(result.patches, reference_job.patches)
+
+
+def test_changed_config_does_not_reuse_stale_chunks(scene_config, reference_job, tmp_path):
+    job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
+    config = scene_config.replace("job", out=job).replace("detection", sensitivity=0.8)
+    result = run_detect(config)
+    assert result.summary["chunks_reused"] == 0
+    assert result.summary["chunks_computed"] == result.summary["chunks_total"]
+
+
+def test_identical_epochs_give_no_patches(scene_config, change_scene, tmp_path):
+    config = scene_config.replace("job", out=tmp_path / "job").replace("inputs", after=change_scene / "before")
+    result = run_detect(config)
+    assert result.summary["shift_px"] == [0.0, 0.0]
+    assert result.summary["patches"] == 0 and len(result.patches) == 0
+    assert len(read_patches(result.patches_path)) == 0
+
+
+def _cli() -> list:
+    exe = Path(sys.executable).with_name("imagery-watch")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "imagery_watch.cli"]
+
+
+def test_job_killed_mid_run_resumes_from_its_finished_chunks(scene_config_path, reference_job, tmp_path):
+    # a previous complete run in the folder: its patch file must stay whole whatever happens
+    job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
+    previous = (job / "patches.gpkg").read_bytes()
+    old_dirs = set((job / "chunks").iterdir())
+    cmd = _cli() + ["detect", str(scene_config_path), "--out", str(job), "--chunk-px", "256", "--workers", "1",
+                    "-q"]
+    log = open(tmp_path / "killed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            new_dirs = set((job / "chunks").iterdir()) - old_dirs
+            if sum(1 for d in new_dirs for _ in d.glob("r*.npz")) >= 5:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the job ended before it could be killed: " + \
+            (tmp_path / "killed.log").read_text(errors="replace")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert (job / "patches.gpkg").read_bytes() == previous, "the previous patch file was touched"
+    assert not list(job.glob(".*tmp*")), "a temporary patch file was left beside patches.gpkg"
+    finished = {p: v for p, v in chunk_files(job).items() if p.parent not in old_dirs}
+    total = 7 * 6  # 1600 x 1472 px in 256-px chunks
+    assert 5 <= len(finished) < total
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    rerun = subprocess.run(cmd[:-1], capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming: {len(finished)} of {total} chunks already done" in rerun.stderr
+    assert f"({len(finished)} reused, {total - len(finished)} computed)" in rerun.stdout
+    after = chunk_files(job)
+    assert all(after[p] == v for p, v in finished.items()), "a finished chunk was recomputed"
+    assert len([p for p in after if p.parent not in old_dirs]) == total
+    assert not list(job.glob("chunks/*/.*tmp*")), "partial chunk files were left behind"
+    assert_same_patches(read_patches(job / "patches.gpkg"), reference_job.patches)
+
+
+def test_review_decisions_and_their_history_survive_a_rerun(scene_config, reference_job, tmp_path):
+    from imagery_watch.review.store import LOG_TABLE, PatchStore
+
+    assert REVIEW_TABLES == (LOG_TABLE,)
+    job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
+    ids = list(reference_job.patches["patch_id"])
+    assert len(ids) >= 2
+    store = PatchStore(job / "patches.gpkg")
+    store.decide(ids[0], "illegal", reviewer="alice", version=0, note="no permit")
+    store.decide(ids[0], "legal", reviewer="bob", version=1, note="permit found")
+    store.decide(ids[1], "field_visit", reviewer="alice", version=0)
+    # the history of a patch that an earlier run had and this one has not
+    with store.connect() as con:
+        con.execute(f"INSERT INTO {LOG_TABLE} (patch_id, reviewer, decided_at, from_status, to_status, note, "
+                    "from_version, to_version) VALUES ('gone-0000001-0000001', 'carol', '2024-01-01T00:00:00.000Z', "
+                    "'pending', 'false_alarm', NULL, 0, 1)")
+    history = store.history()
+    assert len(history) == 4
+
+    config = scene_config.replace("job", out=job)
+    for run in (1, 2):  # twice: the log is carried, never duplicated
+        result = run_detect(config)
+        assert result.summary["chunks_computed"] == 0
+        assert result.summary["reviews_kept"] == 2
+        again = PatchStore(job / "patches.gpkg")
+        assert again.history() == history, f"decision history changed by re-run {run}"
+        assert again.get(ids[0])["status"] == "legal" and again.get(ids[0])["version"] == 2
+        assert again.get(ids[0])["reviewer"] == "bob" and again.get(ids[0])["note"] == "permit found"
+        assert again.get(ids[1])["status"] == "field_visit"
+    backups = sorted(job.glob("patches.reviewed-*.gpkg"))
+    assert len(backups) == 2, "each re-run keeps its own copy of the reviewed file"
+    for b in backups:
+        with sqlite3.connect(b) as con:
+            assert con.execute(f"SELECT count(*) FROM {LOG_TABLE}").fetchone()[0] == 4
+    # the store goes on from the carried version; ids keep increasing
+    decision = again.decide(ids[0], "illegal", reviewer="carol", version=2, note="permit revoked")
+    assert decision.log_id == max(h["id"] for h in history) + 1
+    assert [h["to_status"] for h in again.history(ids[0])] == ["illegal", "legal", "illegal"]
+
+
+def test_unreadable_previous_patch_file_is_kept_aside(scene_config, reference_job, tmp_path):
+    job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
+    (job / "patches.gpkg").write_bytes(b"not a geopackage")
+    result = run_detect(scene_config.replace("job", out=job))
+    assert_same_patches(read_patches(result.patches_path), reference_job.patches)
+    aside = list(job.glob("patches.unreadable-*.gpkg"))
+    assert len(aside) == 1 and aside[0].read_bytes() == b"not a geopackage"
