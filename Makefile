@@ -38,6 +38,9 @@ demo: install
 	@echo "  patches.gpkg   change patches (layer 'patches'; open in QGIS, styled by rule)"
 	@echo "  summary.json   figures of this run (patches and areas per rule, timings)"
 	@echo "  job.json       job state: inputs, grid, fitted parameters (lets a killed job resume)"
+	@echo "  report.html    indicators against the plan's targets (one self-contained page)"
+	@echo "  evaluation.json accuracy against the sample's true changes"
+	$(BIN)/imagery-watch indicators $(OUT)
 	$(BIN)/imagery-watch evaluate $(OUT)/patches.gpkg sample_tiles/layers.gpkg --json $(OUT)/evaluation.json
 
 # Browser tests drive Debian's chromium through Playwright (no browser download).
@@ -54,7 +57,7 @@ bench: install-test
 	$(BIN)/python benchmarks/bench_memory.py
 
 sample-tiles: install
-	$(BIN)/imagery-watch synthetic generate sample_tiles --seed 2024 --width 6144 --height 6144
+	$(BIN)/imagery-watch synthetic generate sample_tiles --seed 2024 --width 6144 --height 6144 --sheet-px 2048 --changes-per-km2 24
 
 clean:
 	rm -rf $(VENV) out
