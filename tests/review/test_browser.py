@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
+from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from imagery_watch.review.app import create_app
@@ -21,7 +24,10 @@ from review_fixtures import FAST_HASHER, PASSWORDS
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "review_patch.png"
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs" / "images" / "review_patch.png"
+#: where each run leaves its screenshot (git-ignored; CI can keep it as an artefact)
+ARTEFACTS = REPO / "build" / "test-artefacts"
 
 
 
@@ -143,8 +149,12 @@ def test_filter_open_decide_with_keyboard_see_count_and_conflict(server, page):
     assert errors == [] and external == []
 
 
-def test_screenshot_of_patch_page(server, page, tmp_path):
-    """The README's screenshot: rewritten when missing or with IMAGERY_WATCH_SCREENSHOTS=1."""
+def test_screenshot_of_patch_page(server, page):
+    """A screenshot of the patch page, left in build/test-artefacts/ by every run.
+
+    The README's copy (docs/images/review_patch.png) is rewritten when missing or with
+    IMAGERY_WATCH_SCREENSHOTS=1.
+    """
     base, app = server
     store: PatchStore = app.state.store
     store.decide("p0000", "field_visit", reviewer="bob", version=0, note="roof visible, check permit on site")
@@ -159,8 +169,12 @@ def test_screenshot_of_patch_page(server, page, tmp_path):
                            "document.getElementById(id).naturalWidth > 0)")
     page.wait_for_selector("#map .leaflet-tile-loaded")
     page.wait_for_timeout(300)
-    update = os.environ.get("IMAGERY_WATCH_SCREENSHOTS") == "1" or not SCREENSHOT.exists()
-    target = SCREENSHOT if update else tmp_path / SCREENSHOT.name
+    target = ARTEFACTS / SCREENSHOT.name
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target))
     assert target.stat().st_size > 50_000
+    shot = np.asarray(Image.open(target).convert("RGB"))
+    assert shot.shape == (900, 1440, 3) and shot.std() > 20  # a rendered page, not a blank one
+    if os.environ.get("IMAGERY_WATCH_SCREENSHOTS") == "1" or not SCREENSHOT.exists():
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, SCREENSHOT)
