@@ -82,3 +82,9 @@ class UserError(ImageryWatchError, ValueError):
     """A review account name, role or password is not acceptable, or the account does not exist."""
 
     exit_code = 10
+
+
+class SampleExistsError(ImageryWatchError, FileExistsError):
+    """A review sample is already marked in the patch file (``imagery-watch review sample``)."""
+
+    exit_code = 11

@@ -14,7 +14,7 @@ import pytest
 import shapely
 
 from imagery_watch.errors import (ImageryWatchError, InputFileError, JobError, PatchNotFoundError,
-                                  StaleVersionError, UserError)
+                                  SampleExistsError, StaleVersionError, UserError)
 from imagery_watch.review.store import (PatchFilter, PatchStore, decode_cursor, encode_cursor, geometry_from_gpkg,
                                         geometry_to_gpkg)
 
@@ -88,9 +88,13 @@ def test_bad_input_errors(job_dir, tmp_path):
 
 
 def test_review_errors_belong_to_the_one_hierarchy(job_dir, tmp_path):
-    for cls, builtin in ((StaleVersionError, RuntimeError), (PatchNotFoundError, KeyError), (UserError, ValueError)):
+    classes = ((StaleVersionError, RuntimeError), (PatchNotFoundError, KeyError), (UserError, ValueError),
+               (SampleExistsError, FileExistsError))
+    for cls, builtin in classes:
         assert issubclass(cls, ImageryWatchError) and issubclass(cls, builtin)
-    assert len({StaleVersionError.exit_code, PatchNotFoundError.exit_code, UserError.exit_code}) == 3
+    review_codes = [cls.exit_code for cls, _ in classes]
+    other_codes = {c.exit_code for c in ImageryWatchError.__subclasses__() if c not in dict(classes)}
+    assert len(set(review_codes)) == len(review_codes) and not set(review_codes) & other_codes  # codes tell them apart
     store = PatchStore(job_dir / "patches.gpkg")
     with pytest.raises(ImageryWatchError) as err:
         store.get("nope")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ImageryWatchError, InputFileError
+from ..errors import InputFileError, SampleExistsError
 
 #: the table's name
 SAMPLE_TABLE = "review_sample"
@@ -39,12 +39,6 @@ _CREATE = f"""CREATE TABLE {SAMPLE_TABLE} (
     drawn_at DATETIME NOT NULL)"""
 _COLUMNS = ("patch_id", "stratum", "rule", "score_band", "band_low", "band_high", "stratum_patches",
             "stratum_sample")
-
-
-class SampleExistsError(ImageryWatchError, FileExistsError):
-    """A sample is already marked in the patch file."""
-
-    exit_code = 11
 
 
 @contextlib.contextmanager
