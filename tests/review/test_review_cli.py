@@ -79,3 +79,16 @@ def test_serve_binds_loopback_and_says_so(job_dir, capsys, monkeypatch):
 def test_serve_fails_clearly_on_a_folder_that_is_no_job(tmp_path, capsys):
     assert main(["review", "serve", str(tmp_path)]) == 3
     assert "job.json not found" in capsys.readouterr().err
+
+
+def test_missing_review_extra_is_named_with_the_install_command(job_dir, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("fastapi", "argon2")
+                        else real(name, *a))
+    assert main(["review", "serve", str(job_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "fastapi, argon2-cffi" in err and "pip install -e '.[review]'" in err
+    assert main(["review", "users", "list", "--job", str(job_dir)]) == 1
+    assert "argon2-cffi" in capsys.readouterr().err

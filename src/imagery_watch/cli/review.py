@@ -12,10 +12,15 @@ folder), so ``users add NAME --role reviewer`` works when run inside the job fol
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from pathlib import Path
 
 import click
+
+#: modules the review server needs beyond the base install -> the package that provides them
+REVIEW_EXTRA = {"fastapi": "fastapi", "uvicorn": "uvicorn", "jinja2": "jinja2", "argon2": "argon2-cffi",
+                "multipart": "python-multipart"}
 
 _job_option = click.option("--job", "-j", "job_dir", type=click.Path(file_okay=False, exists=True), default=".",
                            show_default=True, help="The job folder (holds job.json and patches.gpkg).")
@@ -35,7 +40,24 @@ def _filter_options(f):
     return f
 
 
+def require_review_extra(*modules: str) -> None:
+    """Fail with the install command when a package of the ``review`` extra is missing.
+
+    Parameters
+    ----------
+    *modules : str
+        Keys of :data:`REVIEW_EXTRA` to check (default: all).
+    """
+    missing = [pkg for mod, pkg in REVIEW_EXTRA.items()
+               if (not modules or mod in modules) and importlib.util.find_spec(mod) is None]
+    if missing:
+        raise click.ClickException(f"the review needs {', '.join(missing)}, which this installation lacks; install "
+                                   "the review extra: pip install -e '.[review]' (in the repository) or "
+                                   "pip install 'imagery-watch[review]'")
+
+
 def _user_store(job_dir):
+    require_review_extra("argon2")
     from ..review.job import open_job
     from ..review.users import UserStore
 
@@ -56,6 +78,7 @@ def review() -> None:
 @click.option("--secure-cookies", is_flag=True, help="Mark cookies Secure (when served behind an HTTPS proxy).")
 def serve(job_dir, host, port, session_hours, secure_cookies):
     """Serve the patches of JOB_DIR to reviewers."""
+    require_review_extra()
     import uvicorn
 
     from ..review.app import create_app
@@ -130,6 +153,7 @@ def users_disable(name, job_dir):
 def export(job_dir, out_dir, want_csv, want_gpkg, sheets, county, rule, status, score_min, score_max, area_min,
            area_max):
     """Export the decisions of JOB_DIR (CSV, GeoPackage, evidence sheets)."""
+    require_review_extra("argon2")
     from ..io.writers import ensure_dir
     from ..review.export import (decision_log_csv, decisions_csv, evidence_png, write_decisions_gpkg)
     from ..review.job import open_job
