@@ -8,6 +8,7 @@ finished chunks, and review work survives a re-run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -88,9 +89,14 @@ def test_rerun_with_unchanged_inputs_recomputes_nothing(scene_config, reference_
     assert_same_patches(result.patches, reference_job.patches)
 
 
-def test_changed_config_does_not_reuse_stale_chunks(scene_config, reference_job, tmp_path):
+@pytest.mark.parametrize("change", ["sensitivity", "approved layer"])
+def test_changed_config_does_not_reuse_stale_chunks(scene_config, reference_job, tmp_path, change):
     job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
-    config = scene_config.replace("job", out=job).replace("detection", sensitivity=0.8)
+    config = scene_config.replace("job", out=job)
+    if change == "sensitivity":
+        config = config.replace("detection", sensitivity=0.8)
+    else:  # another layer of the same file
+        config = config.replace("layers", approved=dataclasses.replace(config.layers.approved, layer="truth"))
     result = run_detect(config)
     assert result.summary["chunks_reused"] == 0
     assert result.summary["chunks_computed"] == result.summary["chunks_total"]

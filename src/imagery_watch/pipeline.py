@@ -194,6 +194,18 @@ def _prepare_layers(config: Config, grid: Grid, folder: JobFolder) -> tuple:
     return layers, reports, county_names
 
 
+def _layer_stamps(config: Config) -> dict:
+    """Identity of every vector layer a chunk's result depends on: file, layer, field.
+
+    The layer name and the name field count too: another layer of the same file gives
+    other patches, so chunks computed with the old one must not be reused.
+    """
+    refs = {"farmland": config.layers.farmland, "approved": config.layers.approved,
+            "counties": config.layers.counties, "area_of_interest": config.inputs.area_of_interest}
+    return {name: dict(file_stamp(ref.path), layer=ref.layer, name_field=ref.name_field)
+            for name, ref in refs.items() if ref is not None}
+
+
 def _aside(path: Path, tag: str) -> Path:
     """``patches.<tag>-<time>.gpkg`` next to ``path``, never an existing file."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -316,8 +328,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     inputs_id = {
         "before": [file_stamp(p) for p in (before_info.sheets or (before_info.path,))],
         "after": [file_stamp(p) for p in (after_info.sheets or (after_info.path,))],
-        "layers": {k: file_stamp(getattr(config.layers, k).path) for k in ("farmland", "approved", "counties")
-                   if getattr(config.layers, k) is not None},
+        "layers": _layer_stamps(config),
         "bands": list(bands), "grid": [grid.crs_wkt, list(grid.transform), grid.width, grid.height],
         "max_shift_px": config.processing.max_shift_px, "sensitivity": config.detection.sensitivity,
         "version": __version__,
