@@ -339,10 +339,12 @@ def make_table(load: list, wall: float, chips: list, store: list, clients: int, 
         sel = [r for r in load if kind in ("all", r[0])]
         n, med, p95, mx = _ms([r[1] for r in sel])
         errors = sum(1 for r in sel if r[2])
-        label = f"load, {kind}" if kind != "all" else f"load, all ({clients} clients x {requests}, {n / wall:.1f} req/s)"
+        label = f"load, {kind}" if kind != "all" else (
+            f"load, all ({clients} clients x {requests}, {n / wall:.1f} req/s)")
         rows.append(f"| {label} | {n} | {errors} | {med:.0f} | {p95:.0f} | {mx:.0f} |")
     n, med, p95, mx = _ms(chips)
-    rows.append(f"| chips for a patch (before + after, idle server) | {n} patches | 0 | {med:.0f} | {p95:.0f} | {mx:.0f} |")
+    rows.append(f"| chips for a patch (before + after, idle server) | {n} patches | 0 | {med:.0f} | {p95:.0f} "
+                f"| {mx:.0f} |")
     for label, seconds in store:
         rows.append(f"| store: {label} (median of 5) | 5 | 0 | {seconds * 1000:.1f} | | |")
     errors = [r for r in load if r[2]]
