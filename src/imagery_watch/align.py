@@ -154,6 +154,9 @@ def make_reader(info: RasterInfo, grid: Grid, band_indexes: tuple, *, shift_rc: 
     if offset is not None and dy == round(dy) and dx == round(dx):
         return EpochReader(path=info.path, band_indexes=tuple(band_indexes), grid=grid,
                            offset_rc=(offset[0] + int(dy), offset[1] + int(dx)))
+    if offset is not None:
+        return EpochReader(path=info.path, band_indexes=tuple(band_indexes), grid=grid,
+                           offset_rc=(offset[0], offset[1]), subpixel_rc=(dy, dx))
     a = info.affine
     # content displaced by (dy, dx) grid pixels: move the file's georeference back
     gx, gy = grid.affine.a, grid.affine.e

@@ -195,8 +195,9 @@ def detect_halo_px(*, pixel_size_m: float, params: DetectorParams) -> int:
     """
     f = params.factor(pixel_size_m)
     r = params.radii_px(pixel_size_m * f)
-    coarse = (_pixel_halo(r) + clean_halo_px(open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
-              + 2 * r["shadow_seed"] + r["shadow_reach"])
+    coarse = (_pixel_halo(r) + r["shadow_reach"]  # moved-shadow veto
+              + clean_halo_px(open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
+              + 2 * r["shadow_seed"] + r["shadow_reach"])  # growth into cast shadows
     return f * (coarse + (1 if f > 1 else 0))
 
 
@@ -383,9 +384,26 @@ def _detect_analysis(before, after, valid, farmland, *, rules, params: DetectorP
         return DetectResult(rule_map, score, cb, ca)
     usable = valid & ~blocked
     tall = {LandCover.BUILT, LandCover.TREE}
+    moved = {}  # per epoch that holds the new tall objects: where an old shadow may have moved to
+
+    def moved_shadow(epoch: str) -> np.ndarray:
+        if epoch not in moved:
+            if "kept" not in moved:  # trees and buildings present in both epochs
+                kept = (cb == ca) & ((cb == LandCover.BUILT) | (cb == LandCover.TREE))
+                moved["kept"] = box_max(kept.view(np.uint8), radius=r["shadow_reach"]).view(bool)
+            moved[epoch] = moved["kept"] & (darker_after if epoch == "after" else darker_before)
+        return moved[epoch]
+
     for k in present[::-1]:  # reverse order so earlier rules overwrite later ones
         rule = rules[k - 1]
-        m = clean_mask(raw == k, open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
+        fired = raw == k
+        # a sun-angle change moves the shadows of the trees and buildings that were there
+        # all along: newly darkened ground near them is not new canopy or a new roof
+        if tall & {LandCover(c) for c in rule.after}:
+            fired &= ~moved_shadow("after")
+        if tall & {LandCover(c) for c in rule.before}:
+            fired &= ~moved_shadow("before")
+        m = clean_mask(fired, open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
         m &= _where_mask(rule.where, farmland, usable)
         # the shadow cast by what appeared (or, before, by what went) belongs to the change
         shade = blocked.copy()

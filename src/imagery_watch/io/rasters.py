@@ -333,6 +333,7 @@ class EpochReader:
     grid: Grid
     offset_rc: tuple | None = (0, 0)
     src_transform: tuple | None = None
+    subpixel_rc: tuple = (0.0, 0.0)
 
     def read(self, row0: int, col0: int, height: int, width: int) -> tuple:
         """Read a window of the processing grid; outside the raster is invalid.
@@ -348,7 +349,9 @@ class EpochReader:
         valid = np.zeros((height, width), dtype=bool)
         try:
             with rasterio.open(self.path) as ds:
-                if self.offset_rc is not None:
+                if self.offset_rc is not None and self.subpixel_rc != (0.0, 0.0):
+                    self._read_shifted(ds, row0, col0, data, valid)
+                elif self.offset_rc is not None:
                     self._read_direct(ds, row0, col0, data, valid)
                 else:
                     self._read_warped(ds, row0, col0, data, valid)
@@ -371,6 +374,28 @@ class EpochReader:
         dst = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
         data[(slice(None),) + dst] = ds.read(list(self.band_indexes), window=win)
         valid[dst] = ds.dataset_mask(window=win) > 0
+
+    def _read_shifted(self, ds, row0, col0, data, valid):
+        """Bilinear sub-pixel translation with constant weights: the same value for a
+        pixel whatever the window (unlike the GDAL warper's approximate transformer)."""
+        import math
+        height, width = valid.shape
+        dy, dx = self.subpixel_rc
+        fy, fx = math.floor(dy), math.floor(dx)
+        wy, wx = dy - fy, dx - fx
+        big = np.zeros((data.shape[0], height + 1, width + 1), np.uint8)
+        bv = np.zeros((height + 1, width + 1), bool)
+        EpochReader._read_direct(self, ds, row0 + fy, col0 + fx, big, bv)
+        b = big.astype(np.float32)
+        w = [((1 - wy) * (1 - wx), 0, 0), ((1 - wy) * wx, 0, 1), (wy * (1 - wx), 1, 0), (wy * wx, 1, 1)]
+        acc = np.zeros(data.shape, np.float32)
+        ok = np.ones(valid.shape, bool)
+        for wt, i, j in w:
+            if wt > 0:
+                acc += np.float32(wt) * b[:, i:i + height, j:j + width]
+                ok &= bv[i:i + height, j:j + width]
+        data[...] = np.clip(np.rint(acc), 0, 255).astype(np.uint8)
+        valid[...] = ok
 
     def _read_warped(self, ds, row0, col0, data, valid):
         height, width = valid.shape
