@@ -14,8 +14,8 @@ import shapely
 
 from imagery_watch.errors import (ImageryWatchError, InputFileError, JobError, PatchNotFoundError,
                                   SampleExistsError, StaleVersionError, UserError)
-from imagery_watch.review.store import (PatchFilter, PatchStore, decode_cursor, encode_cursor, geometry_from_gpkg,
-                                        geometry_to_gpkg)
+from imagery_watch.review.gpkg import geometry_from_gpkg, geometry_to_gpkg
+from imagery_watch.review.store import PatchFilter, PatchStore, decode_cursor, encode_cursor
 
 
 def test_decision_updates_patch_row_and_appends_log(job_dir):

@@ -6,7 +6,8 @@ Modules, in the order a request meets them:
 - :mod:`.users` keeps accounts, sessions and failed-login backoff in ``JOB_DIR/review.sqlite``;
 - :mod:`.auth` turns them into FastAPI dependencies (session, role, CSRF);
 - :mod:`.store` reads the queue from ``patches.gpkg`` and records decisions in place, with
-  a ``decision_log`` table and a version check so that reviewers never overwrite each other;
+  a ``decision_log`` table and a version check so that reviewers never overwrite each other
+  (:mod:`.gpkg`: the GeoPackage geometry blobs and trigger functions it needs);
 - :mod:`.chips` and :mod:`.tiles` render image chips and XYZ map tiles from the mosaics;
 - :mod:`.export` writes decisions as CSV or GeoPackage, and evidence sheets;
 - :mod:`.api` (JSON API) and :mod:`.app` (pages, :func:`create_app`) make the web app.
