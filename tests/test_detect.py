@@ -221,15 +221,15 @@ def test_halo_makes_tiles_exact(changed_pair):
 
 
 def test_halo_value():
-    # analysis pixels of 0.8 m (factor 4): features 3 + majority/shadow buffer 2 + cleaning 6
-    # + shadow seed 4 + shadow reach 10 + 1 partial block = 26 analysis pixels
+    # analysis pixels of 0.8 m (factor 4): features 3 + majority/shadow buffer 2 + moved-shadow
+    # veto 10 + cleaning 6 + shadow seed 4 + shadow reach 10 + 1 partial block = 36
     params = DetectorParams()
     assert params.factor(PX) == 4
-    assert detect_halo_px(pixel_size_m=PX, params=params) == 26 * 4
+    assert detect_halo_px(pixel_size_m=PX, params=params) == 36 * 4
     assert detect_halo_px(pixel_size_m=PX, params=params) % 4 == 0
     # at 0.5 m the factor is 2 (1 m analysis pixels): fewer analysis pixels of reach
     assert params.factor(0.5) == 2
-    assert detect_halo_px(pixel_size_m=0.5, params=params) < 26 * 2
+    assert detect_halo_px(pixel_size_m=0.5, params=params) < 36 * 2
 
 
 def test_lazy_rejects_chunks_off_the_analysis_lattice(changed_pair):

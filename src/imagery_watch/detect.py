@@ -9,12 +9,13 @@ For one block of a co-registered, radiometrically normalised pair:
    tied to farmland are cut to the farmland layer's exact boundary;
 1. features and land-cover classes of both epochs (:mod:`~imagery_watch.features`,
    :mod:`~imagery_watch.classify`, thresholds fitted per epoch);
-2. **change evidence**: for each of four features (red and green chromaticity, square
-   root of brightness, local texture), the difference between a pixel and the *closest*
+2. **change evidence**: for each of five features (red and green chromaticity, square
+   root of brightness, local texture, and the fine texture inside each analysis pixel
+   that block averaging removes), the difference between a pixel and the *closest*
    value in a small neighbourhood (``tolerance_m``) of the other epoch, taken both ways and
    the smaller kept (so a residual misregistration of about a pixel, and edges of roofs
    and roads, give no evidence); each difference minus its global offset, divided by its
-   global robust spread; the Euclidean norm of the four;
+   global robust spread; the Euclidean norm of the five;
 3. a pixel fires rule *k* when the evidence exceeds the threshold, its (majority
    filtered) class transition matches the rule, the location constraint holds, neither
    epoch is shadow within ``shadow_buffer_m``, and no earlier rule fired there;
@@ -50,15 +51,15 @@ from .classes import LandCover
 from .classify import (ClassifierParams, classify_features, fit_classifier, majority_filter,
                        otsu_threshold)
 from .clean import clean_halo_px, clean_mask, open_mask
-from .features import (block_all, block_majority, block_mean, box_max, box_min, compute_features,
+from .features import (block_all, block_majority, block_mean, block_std, box_max, box_min, compute_features,
                        features_halo_px, radius_px, upsample)
 
 __all__ = ["DetectorParams", "DetectResult", "fit_detector", "detect_block", "detect_halo_px",
            "detect_lazy", "change_evidence", "CHANGE_FEATURES"]
 
 #: names of the features compared between epochs, in the order of offsets/scales
-CHANGE_FEATURES = ("red", "green", "sqrt_brightness", "texture")
-_SCALE_FLOOR = (0.01, 0.01, 0.35, 0.5)
+CHANGE_FEATURES = ("red", "green", "sqrt_brightness", "texture", "fine_texture")
+_SCALE_FLOOR = (0.01, 0.01, 0.35, 0.5, 0.5)
 _STRIP_ROWS = 128
 
 
@@ -104,7 +105,7 @@ class DetectorParams:
 
     before: ClassifierParams = ClassifierParams()
     after: ClassifierParams = ClassifierParams()
-    offsets: tuple = (0.0, 0.0, 0.0, 0.0)
+    offsets: tuple = (0.0,) * len(CHANGE_FEATURES)
     scales: tuple = _SCALE_FLOOR
     threshold: float = 2.0
     evidence_sigma: float = 2.0
@@ -201,8 +202,10 @@ def detect_halo_px(*, pixel_size_m: float, params: DetectorParams) -> int:
     return f * (coarse + (1 if f > 1 else 0))
 
 
-def _change_arrays(feat) -> list:
-    return [feat.red, feat.green, np.sqrt(feat.brightness), feat.texture]
+def _change_arrays(feat, fine) -> list:
+    if fine is None:
+        fine = np.zeros(feat.red.shape, np.float32)
+    return [feat.red, feat.green, np.sqrt(feat.brightness), feat.texture, fine]
 
 
 _QUANT = 16.0  # evidence quantum: 1/16 of a feature's robust spread
@@ -241,13 +244,13 @@ def change_evidence(fb: list, fa: list, *, offsets, scales, tolerance_px: int) -
     return out
 
 
-def _pixel_stage(before, after, valid, params: DetectorParams, r: dict):
+def _pixel_stage(before, after, valid, params: DetectorParams, r: dict, fine_b=None, fine_a=None):
     """Classes of both epochs and change evidence on one strip (halo = _pixel_halo)."""
     fb = compute_features(before, smooth_px=r["smooth"], texture_px=r["texture"])
     fa = compute_features(after, smooth_px=r["smooth"], texture_px=r["texture"])
     cb = majority_filter(classify_features(fb, valid, params=params.before), radius=r["majority"])
     ca = majority_filter(classify_features(fa, valid, params=params.after), radius=r["majority"])
-    ev = change_evidence(_change_arrays(fb), _change_arrays(fa), offsets=params.offsets,
+    ev = change_evidence(_change_arrays(fb, fine_b), _change_arrays(fa, fine_a), offsets=params.offsets,
                          scales=params.scales, tolerance_px=r["tolerance"])
     k = np.float32(params.shade_ratio)
     shaded_after = fa.brightness < fb.brightness * k
@@ -313,6 +316,7 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
                                 pixel_size_m=pixel_size_m)
     coarse = _detect_analysis(block_mean(before, f), block_mean(after, f), block_all(valid, f),
                               None if farmland is None else block_majority(farmland, f),
+                              fine=(block_std(before, f), block_std(after, f)),
                               rules=rules, params=params, pixel_size_m=pixel_size_m * f)
     shape = valid.shape
     rule = upsample(coarse.rule, f, shape)
@@ -335,7 +339,7 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
 
 
 def _detect_analysis(before, after, valid, farmland, *, rules, params: DetectorParams,
-                     pixel_size_m: float) -> DetectResult:
+                     pixel_size_m: float, fine=None) -> DetectResult:
     """:func:`detect_block` at the analysis resolution (inputs already block-averaged)."""
     valid = np.asarray(valid, dtype=bool)
     if farmland is not None:
@@ -355,7 +359,9 @@ def _detect_analysis(before, after, valid, farmland, *, rules, params: DetectorP
     for y0 in range(0, ny, _STRIP_ROWS):
         y1 = min(ny, y0 + _STRIP_ROWS)
         lo, hi = max(0, y0 - h), min(ny, y1 + h)
-        sb, sa, ev, dark_b, dark_a = _pixel_stage(before[:, lo:hi], after[:, lo:hi], valid[lo:hi], params, r)
+        fb, fa = (None, None) if fine is None else (fine[0][lo:hi], fine[1][lo:hi])
+        sb, sa, ev, dark_b, dark_a = _pixel_stage(before[:, lo:hi], after[:, lo:hi], valid[lo:hi], params, r,
+                                                  fb, fa)
         shadow = (sb == LandCover.SHADOW) | (sa == LandCover.SHADOW)
         shadow = box_max(shadow.view(np.uint8), radius=r["shadow_buffer"]).view(bool)
         core = slice(y0 - lo, y1 - lo)
@@ -523,6 +529,8 @@ def fit_detector(before_samples, after_samples, valid_samples, *, pixel_size_m: 
                          f"found {len(before_samples)}, {len(after_samples)}, {len(valid_samples)}")
     base = base or DetectorParams()
     f = base.factor(pixel_size_m)
+    fine_b = [block_std(b, f) if f > 1 else None for b in before_samples]
+    fine_a = [block_std(a, f) if f > 1 else None for a in after_samples]
     if f > 1:
         before_samples = [block_mean(b, f) for b in before_samples]
         after_samples = [block_mean(a, f) for a in after_samples]
@@ -534,11 +542,11 @@ def fit_detector(before_samples, after_samples, valid_samples, *, pixel_size_m: 
     r = p.radii_px(pixel_size_m)
     diffs = [[] for _ in CHANGE_FEATURES]
     rng = np.random.default_rng(0)
-    for b, a, v in zip(before_samples, after_samples, valid_samples):
+    for b, a, v, gb, ga in zip(before_samples, after_samples, valid_samples, fine_b, fine_a):
         _check_inputs(b, a, np.asarray(v), None)
         v = np.asarray(v, dtype=bool)
-        fb = _change_arrays(compute_features(b, smooth_px=r["smooth"], texture_px=r["texture"]))
-        fa = _change_arrays(compute_features(a, smooth_px=r["smooth"], texture_px=r["texture"]))
+        fb = _change_arrays(compute_features(b, smooth_px=r["smooth"], texture_px=r["texture"]), gb)
+        fa = _change_arrays(compute_features(a, smooth_px=r["smooth"], texture_px=r["texture"]), ga)
         idx = np.flatnonzero(v.ravel())
         if idx.size > 50_000:
             idx = rng.choice(idx, 50_000, replace=False)

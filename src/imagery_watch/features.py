@@ -32,6 +32,7 @@ __all__ = [
     "compute_features",
     "features_halo_px",
     "block_mean",
+    "block_std",
     "block_all",
     "block_majority",
     "upsample",
@@ -317,6 +318,31 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     sums += n // 2
     sums //= n
     return sums.astype(np.uint8)
+
+
+def block_std(image: np.ndarray, factor: int) -> np.ndarray:
+    """Standard deviation of the luminance inside each ``factor x factor`` block, float32.
+
+    The fine texture that block averaging removes (crop rows, straw, gravel against smooth
+    concrete or roofs). Exact integer sums, so any array whose origin is a multiple of
+    ``factor`` gives the same values; zeros when ``factor == 1``.
+    """
+    lum = luminance(image)
+    if factor == 1:
+        return np.zeros(lum.shape, np.float32)
+    lum = _pad_to_multiple(lum, factor)
+    s1 = _block_sums(lum, factor).astype(np.int64)
+    sq = lum.astype(np.uint16)
+    sq *= sq
+    acc = np.zeros((lum.shape[0] // factor, lum.shape[1] // factor), np.uint32)
+    for i in range(factor):
+        for j in range(factor):
+            acc += sq[i::factor, j::factor]
+    n = factor * factor
+    var = acc.astype(np.int64) * n - s1 * s1  # n^2 * variance, exact
+    out = np.sqrt(var.astype(np.float32))
+    out *= np.float32(1.0 / n)
+    return out
 
 
 def block_all(mask: np.ndarray, factor: int) -> np.ndarray:
