@@ -73,3 +73,33 @@ def test_luminance_and_radius():
         radius_px(1.0, 0)
     with pytest.raises(ValueError, match="uint8"):
         compute_features(img.astype(np.uint16), smooth_px=1, texture_px=1)
+
+
+def test_block_std_is_the_luminance_std_of_each_block_and_tiles_exactly():
+    from imagery_watch.features import block_std
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (3, 37, 50), dtype=np.uint8)
+    out = block_std(img, 4)
+    assert out.shape == (10, 13)
+    lum = luminance(img).astype(np.float64)
+    for by, bx in ((0, 0), (3, 7), (8, 11)):
+        block = lum[4 * by:4 * by + 4, 4 * bx:4 * bx + 4]
+        assert out[by, bx] == pytest.approx(block.std(), abs=1e-4)
+    # a window whose origin is on the block lattice gives the same blocks
+    part = block_std(img[:, 8:32, 12:44], 4)
+    assert np.array_equal(part, out[2:8, 3:11])
+    assert not block_std(img, 1).any()
+
+
+def test_block_mean_rounds_block_means_and_pads_edges():
+    from imagery_watch.features import block_all, block_mean, upsample
+
+    img = np.arange(3 * 6 * 6, dtype=np.uint8).reshape(3, 6, 6)
+    out = block_mean(img, 4)
+    assert out.shape == (3, 2, 2)
+    assert out[0, 0, 0] == int(img[0, :4, :4].mean() + 0.5)  # halves round up
+    valid = np.ones((6, 6), bool)
+    valid[5, 5] = False
+    assert block_all(valid, 2).tolist() == [[True] * 3, [True] * 3, [True, True, False]]
+    assert upsample(out[0], 4, (6, 6)).shape == (6, 6)
