@@ -205,3 +205,12 @@ def test_unreadable_previous_patch_file_is_kept_aside(scene_config, reference_jo
     assert_same_patches(read_patches(result.patches_path), reference_job.patches)
     aside = list(job.glob("patches.unreadable-*.gpkg"))
     assert len(aside) == 1 and aside[0].read_bytes() == b"not a geopackage"
+
+
+def test_chunk_size_off_the_analysis_lattice_is_refused_before_work(scene_config, tmp_path):
+    from imagery_watch.errors import ConfigError
+
+    config = scene_config.replace("job", out=tmp_path / "job").replace("processing", chunk_px=1001)
+    with pytest.raises(ConfigError, match=r"chunk_px = 1001: must be a multiple of 4.*use 1000"):
+        run_detect(config)
+    assert not list((tmp_path / "job").glob("chunks/*/*.npz"))

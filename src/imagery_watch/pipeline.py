@@ -27,7 +27,7 @@ from . import __version__
 from .align import make_reader, measure_shift, plan_grid
 from .config import Config
 from .detect import DetectorParams, detect_block, detect_halo_px, fit_detector
-from .errors import GridMismatchError, InputFileError
+from .errors import ConfigError, GridMismatchError, InputFileError
 from .io.patches import (count_table_rows, read_patches, remove_partial_pieces, snapshot_geopackage,
                          write_patches)
 from .io.rasters import EpochReader, Grid, describe_epoch
@@ -315,6 +315,13 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     plan = plan_grid(before_info, after_info, crs=config.processing.crs,
                      pixel_size_m=config.processing.pixel_size_m, aoi_bounds=aoi_bounds)
     grid = plan.grid
+    factor = DetectorParams().factor(grid.pixel_size_m)
+    if config.processing.chunk_px % factor:
+        good = max(factor, round(config.processing.chunk_px / factor) * factor)
+        raise ConfigError(
+            f"processing.chunk_px = {config.processing.chunk_px}: must be a multiple of {factor}, the side of "
+            f"one analysis pixel at {grid.pixel_size_m:g} m (so results do not depend on chunking); "
+            f"use {good} (or --chunk-px {good})")
     for note in plan.notes:
         say(note)
     say(f"processing grid {grid.width} x {grid.height} px at {grid.pixel_size_m:g} m "
