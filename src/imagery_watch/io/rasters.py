@@ -24,6 +24,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..errors import GridMismatchError, InputFileError
+from .integrity import (READ_ENV, find_failing_sources, open_or_report, tiff_truncation, unreadable_sheet,
+                        unreadable_sheet_error)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ class RasterInfo:
         Internal tile (or strip) size (rows, cols) of the first band.
     sheets : tuple of str
         The sheet files behind a folder mosaic (empty for a single file).
+    unreadable : tuple of :class:`~imagery_watch.io.integrity.UnreadableSheet`
+        Sheets of the folder left out of the mosaic because they cannot be read (only with
+        ``describe_epoch(..., skip_unreadable=True)``): their areas are not processed.
     """
 
     path: str
@@ -65,6 +70,7 @@ class RasterInfo:
     dtype: str
     block_px: tuple
     sheets: tuple = field(default=())
+    unreadable: tuple = field(default=())
 
     @property
     def affine(self) -> Affine:
@@ -118,34 +124,86 @@ def _sheet_files(folder: Path) -> list:
     return files
 
 
-def build_mosaic_vrt(folder: str | os.PathLike, vrt_path: str | os.PathLike) -> tuple:
+def _scan_sheets(files: list) -> tuple:
+    """Open every sheet: (facts of the readable ones, :class:`UnreadableSheet` of the others).
+
+    Raises
+    ------
+    GridMismatchError
+        A readable sheet without CRS or with a rotated grid.
+    """
+    metas, unreadable = [], []
+    for f in files:
+        ds, bad = open_or_report(f)
+        if bad:
+            unreadable.append(bad)
+            continue
+        with ds:
+            if ds.crs is None:
+                raise GridMismatchError(
+                    f"{f}: sheet has no CRS; assign one (gdal_edit.py -a_srs EPSG:4549 {f.name})")
+            _check_rotation(f, ds.transform)
+            problem = tiff_truncation(ds, f)
+            if problem:
+                unreadable.append(unreadable_sheet(f, problem, ds))
+                continue
+            flags = ds.mask_flag_enums[0] if ds.count else ()
+            metas.append(dict(path=f, crs=ds.crs, transform=ds.transform, width=ds.width,
+                              height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
+                              per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
+                              block=ds.block_shapes[0]))
+    return metas, unreadable
+
+
+def find_unreadable_sheets(folder: str | os.PathLike) -> list:
+    """The sheets of a folder that cannot be read, each with the area it covers.
+
+    Every sheet is opened and its tile index checked against its file size (see
+    :func:`tiff_truncation`); no pixel is read.
+
+    Returns
+    -------
+    list of :class:`~imagery_watch.io.integrity.UnreadableSheet`
+        Empty when every sheet is readable.
+    """
+    return _scan_sheets(_sheet_files(Path(folder)))[1]
+
+
+def build_mosaic_vrt(folder: str | os.PathLike, vrt_path: str | os.PathLike, *,
+                     skip_unreadable: bool = False) -> tuple:
     """Write a VRT that mosaics every sheet in ``folder`` and return the sheet paths.
 
     All sheets must share CRS, pixel size, band count and data type and lie on one pixel
     grid; a sheet that differs is named in the error. Per-dataset masks (internal masks of
     JPEG sheets) are carried into the VRT's mask band.
 
+    Parameters
+    ----------
+    skip_unreadable : bool
+        Leave unreadable sheets (see :func:`find_unreadable_sheets`) out of the mosaic, so
+        their areas read as nodata, instead of refusing the folder. Only for a caller that
+        records those areas as not processed.
+
     Raises
     ------
     InputFileError
-        If the folder is empty or a sheet cannot be opened.
+        If the folder is empty or a sheet cannot be read (the first is named with its area).
     GridMismatchError
         If sheets disagree on CRS, pixel size, bands or grid.
     """
+    return _write_mosaic_vrt(folder, vrt_path, skip_unreadable=skip_unreadable)[0]
+
+
+def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool) -> tuple:
+    """:func:`build_mosaic_vrt`, also returning the sheets left out: (paths, unreadable)."""
     folder = Path(folder)
-    files = _sheet_files(folder)
-    metas = []
-    for f in files:
-        with _open(f, "raster sheet") as ds:
-            if ds.crs is None:
-                raise GridMismatchError(
-                    f"{f}: sheet has no CRS; assign one (gdal_edit.py -a_srs EPSG:4549 {f.name})")
-            _check_rotation(f, ds.transform)
-            flags = ds.mask_flag_enums[0] if ds.count else ()
-            metas.append(dict(path=f, crs=ds.crs, transform=ds.transform, width=ds.width,
-                              height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
-                              per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
-                              block=ds.block_shapes[0]))
+    metas, unreadable = _scan_sheets(_sheet_files(folder))
+    unknown = [u for u in unreadable if u.bounds is None]
+    if unreadable and (not skip_unreadable or unknown or not metas):
+        raise unreadable_sheet_error(unknown + [u for u in unreadable if u.bounds is not None])
+    for u in unreadable:
+        log.warning("%s: sheet left out of the mosaic, its area %s is not processed: %s", u.path,
+                    u.area_text(), u.reason)
     ref = metas[0]
     res = (ref["transform"].a, ref["transform"].e)
     for m in metas[1:]:
@@ -215,12 +273,16 @@ def build_mosaic_vrt(folder: str | os.PathLike, vrt_path: str | os.PathLike) -> 
     tmp = vrt_path.with_name(vrt_path.name + f".tmp{os.getpid()}")
     ET.ElementTree(root).write(tmp, encoding="utf-8")
     os.replace(tmp, vrt_path)
-    log.info("mosaic of %d sheets from %s written to %s", len(files), folder, vrt_path)
-    return tuple(str(m["path"]) for m in metas)
+    log.info("mosaic of %d sheets from %s written to %s", len(metas), folder, vrt_path)
+    return tuple(str(m["path"]) for m in metas), tuple(unreadable)
 
 
-def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, label: str) -> RasterInfo:
+def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, label: str,
+                   skip_unreadable: bool = False) -> RasterInfo:
     """Open an epoch (file, VRT or folder of sheets), check it and describe it.
+
+    Every file is opened and a GeoTIFF's tile index is checked against its size, so a
+    truncated file or sheet is refused here, before any pixel is read.
 
     Parameters
     ----------
@@ -230,11 +292,16 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
         Folder where a folder's mosaic VRT is written (``{label}.vrt``).
     label : str
         ``"before"`` or ``"after"``; names the VRT and appears in messages.
+    skip_unreadable : bool
+        For a folder: leave unreadable sheets out of the mosaic and list them in
+        ``RasterInfo.unreadable`` instead of refusing the folder. A caller that passes True
+        must record their areas as not processed (they read as nodata, never as "no change").
 
     Raises
     ------
     InputFileError
-        Missing or unreadable file, or a band type other than 8-bit.
+        Missing, unreadable, truncated file or sheet (named with the area it covers), or a
+        band type other than 8-bit.
     GridMismatchError
         No CRS or a rotated grid.
     """
@@ -244,11 +311,15 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
             f"{src}: {label} epoch not found; set inputs.{label} in the config or pass --{label} "
             "with an existing GeoTIFF, VRT or folder of sheets")
     sheets: tuple = ()
+    unreadable: tuple = ()
     open_path = src
     if src.is_dir():
         open_path = Path(work_dir) / f"{label}.vrt"
-        sheets = build_mosaic_vrt(src, open_path)
+        sheets, unreadable = _write_mosaic_vrt(src, open_path, skip_unreadable=skip_unreadable)
     with _open(open_path, f"{label} epoch") as ds:
+        problem = tiff_truncation(ds, open_path)
+        if problem:
+            raise unreadable_sheet_error([unreadable_sheet(src, problem, ds)], what=f"{label} epoch")
         if ds.crs is None:
             raise GridMismatchError(
                 f"{src}: {label} epoch has no CRS; assign one, e.g. gdal_edit.py -a_srs EPSG:4549 {src.name}")
@@ -259,11 +330,12 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
         if ds.dtypes[0] != "uint8":
             raise InputFileError(
                 f"{src}: {label} epoch is {ds.dtypes[0]}; expected 8-bit (uint8) bands. Convert it, e.g. "
-                "gdal_translate -ot Byte -scale <min> <max> 1 255 in.tif out.tif")
+                "gdal_translate -ot Byte -scale <min> <max> 1 255 in.tif out.tif (<min> <max>: the data's "
+                "range, from gdalinfo -stats), for every file or sheet of the epoch")
         info = RasterInfo(
             path=str(open_path), source=str(src), crs_wkt=ds.crs.to_wkt(), transform=tuple(ds.transform)[:6],
             width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
-            block_px=tuple(ds.block_shapes[0]), sheets=sheets,
+            block_px=tuple(ds.block_shapes[0]), sheets=sheets, unreadable=unreadable,
         )
     return info
 
@@ -348,7 +420,7 @@ class EpochReader:
         data = np.zeros((nb, height, width), dtype=np.uint8)
         valid = np.zeros((height, width), dtype=bool)
         try:
-            with rasterio.open(self.path) as ds:
+            with rasterio.Env(**READ_ENV), rasterio.open(self.path) as ds:
                 if self.offset_rc is not None and self.subpixel_rc != (0.0, 0.0):
                     self._read_shifted(ds, row0, col0, data, valid)
                 elif self.offset_rc is not None:
@@ -356,11 +428,21 @@ class EpochReader:
                 else:
                     self._read_warped(ds, row0, col0, data, valid)
         except RasterioError as exc:
-            raise InputFileError(
-                f"{self.path}: read failed in window rows {row0}..{row0 + height}, cols {col0}..{col0 + width} "
-                f"of the processing grid ({exc}); the file or one of its sheets is corrupt or truncated"
-            ) from None
+            raise self._read_error(row0, col0, height, width, exc) from None
         return data, valid
+
+    def _read_error(self, row0: int, col0: int, height: int, width: int, exc: Exception) -> InputFileError:
+        """The error for a failed read: names the sheet that failed, the window and its area."""
+        where = f" when reading rows {row0}..{row0 + height}, cols {col0}..{col0 + width} of the processing grid"
+        a = self.grid.window_transform(row0, col0)
+        (x0, y0), (x1, y1) = a @ (0, 0), a @ (width, height)
+        failing = find_failing_sources(self.path, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
+                                       self.grid.crs)
+        if failing:
+            return unreadable_sheet_error(failing, context=where)
+        return InputFileError(
+            f"{self.path}: read failed ({exc}){where}; the file or one of its sheets is corrupt or truncated: "
+            "replace it with an intact copy and run the job again")
 
     def _read_direct(self, ds, row0, col0, data, valid):
         height, width = valid.shape
