@@ -70,29 +70,32 @@ def read_layer(path: str | os.PathLike, *, layer: str | None, name: str, crs, bo
         Unknown layer, no CRS, missing field, or no polygon in the layer.
     """
     path = Path(path)
+    key = _config_key(name)
     if not path.exists():
-        raise InputFileError(f"{path}: {name} layer file not found; fix layers.{name}.path in the config")
+        raise InputFileError(f"{path}: {name} layer file not found; fix {key}.path in the config")
     try:
         if layer is not None:
             available = [row[0] for row in pyogrio.list_layers(path)]
             if layer not in available:
                 raise VectorLayerError(
-                    f"{path}: no layer {layer!r} (layers: {', '.join(available)}); fix layers.{name}.layer")
+                    f"{path}: no layer {layer!r} (layers: {', '.join(available)}); fix {key}.layer")
         gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
     except VectorLayerError:
         raise
     except Exception as exc:  # pyogrio raises several DataSource/DataLayer errors
-        raise InputFileError(f"{path}: cannot read {name} layer ({exc}); check the file") from None
+        raise InputFileError(f"{path}: cannot read the {name} layer of {key} ({exc}); check the file, or "
+                             "export the layer again (ogr2ogr -f GPKG out.gpkg in)") from None
     if gdf.crs is None:
         raise VectorLayerError(
-            f"{path}: {name} layer has no CRS; assign one (ogr2ogr -a_srs EPSG:4549 out.gpkg {path.name})")
+            f"{path}: {name} layer ({key}) has no CRS; assign one (ogr2ogr -a_srs EPSG:4549 out.gpkg {path.name})")
     for f in keep_fields:
         if f not in gdf.columns:
             raise VectorLayerError(
                 f"{path}: {name} layer has no field {f!r} (fields: {', '.join(map(str, gdf.columns[:-1]))}); "
-                f"set layers.{name}.name_field to the field holding names")
+                f"set {key}.name_field to the field holding names")
     if len(gdf) == 0:
-        raise VectorLayerError(f"{path}: {name} layer is empty; give a layer with at least one polygon")
+        raise VectorLayerError(f"{path}: {name} layer ({key}) is empty; point {key} at a layer with at least "
+                               "one polygon, or remove it from the config")
     gdf = gdf[list(keep_fields) + ["geometry"]]
     reprojected = None
     if not gdf.crs.equals(crs):
@@ -111,13 +114,19 @@ def read_layer(path: str | os.PathLike, *, layer: str | None, name: str, crs, bo
     dropped = int(empty.sum())
     gdf = gdf[~empty]
     if len(gdf) == 0:
-        raise VectorLayerError(f"{path}: {name} layer holds no polygon; give polygons")
+        raise VectorLayerError(f"{path}: {name} layer ({key}) holds no polygon ({dropped} empty or non-polygon "
+                               "geometries); point it at a polygon layer")
     if bounds is not None:
         gdf = gdf[gdf.intersects(shapely.box(*bounds))]
     gdf = gdf.reset_index(drop=True)
     report = LayerReport(name=name, source=str(path) + (f":{layer}" if layer else ""), features=len(gdf),
                          repaired=repaired, dropped_empty=dropped, reprojected_from=reprojected)
     return gdf, report
+
+
+def _config_key(name: str) -> str:
+    """The config key that names a layer of role ``name`` (for messages)."""
+    return "inputs.area_of_interest" if name == "area_of_interest" else f"layers.{name}"
 
 
 def _polygonal(geom):
