@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from affine import Affine
@@ -63,8 +64,8 @@ def plan_grid(before: RasterInfo, after: RasterInfo, *, crs: str = "", pixel_siz
         raise GridMismatchError(
             f"processing CRS {grid_crs.to_string()} is geographic (degrees); set processing.crs to a "
             "projected CRS in metres, e.g. EPSG:4549")
-    b_bounds = _bounds_in(before, grid_crs)
-    a_bounds = _bounds_in(after, grid_crs)
+    b_bounds = _bounds_in(before, grid_crs, "before")
+    a_bounds = _bounds_in(after, grid_crs, "after")
     same_crs_b = before.crs == grid_crs
     res = pixel_size_m or (before.pixel_size[0] if same_crs_b else None)
     if res is None:
@@ -84,7 +85,7 @@ def plan_grid(before: RasterInfo, after: RasterInfo, *, crs: str = "", pixel_siz
             f"{before.source} and {after.source} do not overlap (before {_fmt(b_bounds)}, after "
             f"{_fmt(a_bounds)} in {grid_crs.to_string()}); check that both epochs cover the same area and "
             "carry the right CRS")
-    full = (b_bounds, a_bounds)
+    shared = _area((left, bottom, right, top))
     if aoi_bounds is not None:
         left, bottom = max(left, aoi_bounds[0]), max(bottom, aoi_bounds[1])
         right, top = min(right, aoi_bounds[2]), min(top, aoi_bounds[3])
@@ -101,11 +102,12 @@ def plan_grid(before: RasterInfo, after: RasterInfo, *, crs: str = "", pixel_siz
     grid = Grid(crs_wkt=grid_crs.to_wkt(), transform=tuple(transform)[:6], width=c1 - c0, height=r1 - r0)
     if grid.width < 1 or grid.height < 1:
         raise GridMismatchError("the epochs' overlap is smaller than one pixel; check the inputs")
-    area_b = (full[0][2] - full[0][0]) * (full[0][3] - full[0][1])
-    area_g = grid.width * grid.height * res * res
-    if area_g < 0.999 * area_b:
-        notes.append(f"partial overlap: processing {area_g / 1e6:.3f} km2 of the before epoch's "
-                     f"{area_b / 1e6:.3f} km2, extent {_fmt(grid.bounds)}")
+    area_b, area_a = _area(b_bounds), _area(a_bounds)
+    if shared < 0.995 * max(area_b, area_a):
+        notes.append(f"partial overlap: processing {grid.width * grid.height * res * res / 1e6:.3f} km2, extent "
+                     f"{_fmt(grid.bounds)} in {grid_crs.to_string()}; the epochs share {100 * shared / area_b:.0f} % "
+                     f"of the before epoch ({area_b / 1e6:.3f} km2) and {100 * shared / area_a:.0f} % of the after "
+                     f"epoch ({area_a / 1e6:.3f} km2): the rest of each is not processed")
     after_warped = not _on_grid(after, grid)
     if after_warped:
         notes.append(f"after epoch ({after.crs.to_string()}, pixel {after.pixel_size[0]:g}) is warped onto the "
@@ -118,10 +120,31 @@ def _fmt(b) -> str:
     return "(" + ", ".join(f"{v:.1f}" for v in b) + ")"
 
 
-def _bounds_in(info: RasterInfo, crs: CRS) -> tuple:
+def _area(b) -> float:
+    return (b[2] - b[0]) * (b[3] - b[1])
+
+
+def _bounds_in(info: RasterInfo, crs: CRS, label: str) -> tuple:
     if info.crs == crs:
         return info.bounds
-    return transform_bounds(info.crs, crs, *info.bounds, densify_pts=21)
+    try:
+        return transform_bounds(info.crs, crs, *info.bounds, densify_pts=21)
+    except Exception:  # rasterio raises its private CPLE_* errors when PROJ has no operation
+        raise GridMismatchError(
+            f"{info.source}: the {label} epoch's CRS ({_crs_name(info.crs)}) cannot be transformed to the "
+            f"processing CRS {_crs_name(crs)}; if the file's CRS is wrong, assign the right one "
+            f"(gdal_edit.py -a_srs EPSG:4549 {Path(info.source).name}), else reproject it "
+            "(gdalwarp -t_srs EPSG:4549 in.tif out.tif)") from None
+
+
+def _crs_name(crs: CRS) -> str:
+    """``EPSG:4549``, or the CRS's name when it has no EPSG code."""
+    epsg = crs.to_epsg()
+    if epsg:
+        return f"EPSG:{epsg}"
+    from pyproj import CRS as ProjCRS
+
+    return repr(ProjCRS.from_wkt(crs.to_wkt()).name)
 
 
 def _grid_offset(info: RasterInfo, grid: Grid) -> tuple | None:
