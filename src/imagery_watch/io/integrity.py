@@ -136,7 +136,7 @@ def open_or_report(path):
         return None, unreadable_sheet(path, f"cannot open: {exc}")
 
 
-def _vrt_sources(vrt_path: str | os.PathLike) -> list:
+def vrt_sources(vrt_path: str | os.PathLike) -> list:
     """The files a VRT reads from, in order, without repeats."""
     vrt_path = Path(vrt_path)
     out = []
@@ -146,6 +146,26 @@ def _vrt_sources(vrt_path: str | os.PathLike) -> list:
             name = vrt_path.parent / name
         if str(name) not in out:
             out.append(str(name))
+    return out
+
+
+def find_unreadable_files(paths) -> list:
+    """The files among ``paths`` that cannot be opened or are truncated (no pixel is read).
+
+    Returns
+    -------
+    list of UnreadableSheet
+    """
+    out = []
+    for path in paths:
+        ds, bad = open_or_report(path)
+        if bad:
+            out.append(bad)
+            continue
+        with ds:
+            problem = tiff_truncation(ds, path)
+            if problem:
+                out.append(unreadable_sheet(path, problem, ds))
     return out
 
 
@@ -169,7 +189,7 @@ def find_failing_sources(path: str | os.PathLike, bounds: tuple, crs: CRS) -> li
     list of UnreadableSheet
     """
     try:
-        sources = _vrt_sources(path) if str(path).lower().endswith(".vrt") else [str(path)]
+        sources = vrt_sources(path) if str(path).lower().endswith(".vrt") else [str(path)]
     except (OSError, ET.ParseError):
         sources = [str(path)]
     failing = []

@@ -24,8 +24,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..errors import GridMismatchError, InputFileError
-from .integrity import (READ_ENV, find_failing_sources, open_or_report, tiff_truncation, unreadable_sheet,
-                        unreadable_sheet_error)
+from .integrity import (READ_ENV, find_failing_sources, find_unreadable_files, open_or_report, tiff_truncation,
+                        unreadable_sheet, unreadable_sheet_error, vrt_sources)
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,10 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
         problem = tiff_truncation(ds, open_path)
         if problem:
             raise unreadable_sheet_error([unreadable_sheet(src, problem, ds)], what=f"{label} epoch")
+        if ds.driver == "VRT" and not src.is_dir():
+            bad = find_unreadable_files(vrt_sources(src))
+            if bad:
+                raise unreadable_sheet_error(bad, what=f"a source of {src.name}")
         if ds.crs is None:
             raise GridMismatchError(
                 f"{src}: {label} epoch has no CRS; assign one, e.g. gdal_edit.py -a_srs EPSG:4549 {src.name}")
