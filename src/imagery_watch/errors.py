@@ -28,6 +28,24 @@ class InputFileError(ImageryWatchError, OSError):
     exit_code = 3
 
 
+class UnreadableSheetError(InputFileError):
+    """Sheets (or files) of an epoch cannot be read: corrupt, truncated or not rasters.
+
+    Attributes
+    ----------
+    sheets : tuple of imagery_watch.io.integrity.UnreadableSheet
+        Each bad file with the reason and the area it covers, so that a caller can record
+        the areas that were not processed.
+    """
+
+    def __init__(self, message: str, sheets=()):
+        super().__init__(message)
+        self.sheets = tuple(sheets)
+
+    def __reduce__(self):  # pickles across dask.distributed workers with its sheets
+        return type(self), (str(self), self.sheets)
+
+
 class GridMismatchError(ImageryWatchError, ValueError):
     """Two rasters cannot be put on one processing grid (no CRS, no overlap, bands...)."""
 

@@ -1,12 +1,13 @@
 """Finding unreadable sheets: truncated tiles, files GDAL cannot open, and the areas they cover."""
 
-import numpy as np
+import pickle
+
 import pytest
 import rasterio
 from test_rasters import ORIGIN, texture, write
 
 from imagery_watch.align import make_reader, plan_grid
-from imagery_watch.errors import InputFileError
+from imagery_watch.errors import InputFileError, UnreadableSheetError
 from imagery_watch.io.integrity import tiff_truncation
 from imagery_watch.io.rasters import describe_epoch, find_unreadable_sheets
 
@@ -47,9 +48,17 @@ def test_intact_and_sparse_tiffs_are_not_truncated(tmp_path):
             assert tiff_truncation(ds, path) is None
 
 
-def test_skipping_unreadable_sheets_leaves_their_area_invalid_and_listed(sheets, tmp_path):
-    with pytest.raises(InputFileError, match=r"b\.tif: sheet cannot be read \(truncated.*Replace it"):
+def test_the_error_carries_the_sheets_and_pickles(sheets, tmp_path):
+    with pytest.raises(InputFileError, match=r"b\.tif: sheet cannot be read \(truncated.*Replace it") as err:
         describe_epoch(sheets, work_dir=tmp_path / "w", label="after")
+    assert isinstance(err.value, UnreadableSheetError) and isinstance(err.value, OSError)
+    again = pickle.loads(pickle.dumps(err.value))  # as dask.distributed sends it back
+    assert type(again) is UnreadableSheetError and str(again) == str(err.value)
+    assert [u.path for u in again.sheets] == [str(sheets / "b.tif")]
+    assert again.sheets[0].bounds == err.value.sheets[0].bounds
+
+
+def test_skipping_unreadable_sheets_leaves_their_area_invalid_and_listed(sheets, tmp_path):
     info = describe_epoch(sheets, work_dir=tmp_path / "w", label="after", skip_unreadable=True)
     assert [u.path.rsplit("/", 1)[-1] for u in info.unreadable] == ["b.tif"]
     assert [s.rsplit("/", 1)[-1] for s in info.sheets] == ["a.tif", "c.tif"]

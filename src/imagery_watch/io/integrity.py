@@ -22,7 +22,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from ..errors import InputFileError
+from ..errors import UnreadableSheetError
 
 #: GDAL settings for every pixel read (``rasterio.Env(**READ_ENV)``; thread-local). GDAL 3.10
 #: reads a VRT window of more than a million pixels over several sources with several
@@ -112,7 +112,7 @@ def unreadable_sheet(path, reason: str, ds=None) -> UnreadableSheet:
                            crs_wkt=ds.crs.to_wkt() if ds.crs else None)
 
 
-def unreadable_sheet_error(sheets, *, what: str = "sheet", context: str = "") -> InputFileError:
+def unreadable_sheet_error(sheets, *, what: str = "sheet", context: str = "") -> UnreadableSheetError:
     """The error for unreadable sheets: the first named with its area and the fix, the rest counted.
 
     ``context`` (e.g. " when reading rows 0..1024 ...") follows the reason.
@@ -122,10 +122,10 @@ def unreadable_sheet_error(sheets, *, what: str = "sheet", context: str = "") ->
     if len(sheets) > 1:
         names = ", ".join(Path(u.path).name for u in sheets[1:6])
         more = f" ({len(sheets) - 1} more unreadable: {names}{', ...' if len(sheets) > 6 else ''})"
-    return InputFileError(
+    return UnreadableSheetError(
         f"{first.path}: {what} cannot be read ({first.reason}){context}; it covers {first.area_text()}, which "
         f"would not be processed. Replace it with an intact copy (copy it again from the delivery or "
-        f"re-export it) and run the job again{more}")
+        f"re-export it) and run the job again{more}", sheets)
 
 
 def open_or_report(path):
