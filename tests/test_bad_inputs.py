@@ -368,3 +368,11 @@ def test_output_folder_that_cannot_be_written(scene, tmp_path, capsys):
     out = blocker / "job"  # a folder cannot be made inside a file (permissions do not stop root)
     rc, _, err = run(capsys, write_config(tmp_path, scene), "--out", str(out))
     assert_refused(rc, err, OutputError, str(out), "not writable", "--out")
+
+
+def test_help_lists_the_exit_codes(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for code, error in ((2, ConfigError), (3, InputFileError), (4, GridMismatchError), (5, VectorLayerError),
+                        (6, OutputError)):
+        assert f"  {code}  {error.__name__.removesuffix('Error')}" in out

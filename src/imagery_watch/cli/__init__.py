@@ -42,7 +42,20 @@ class _LazyGroup(click.Group):
         return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _exit_codes_help() -> str:
+    """The exit codes, one line each, from the error classes (so the help never drifts)."""
+    from .. import errors
+
+    names: dict = {}
+    for cls in vars(errors).values():
+        if isinstance(cls, type) and issubclass(cls, ImageryWatchError) and cls is not ImageryWatchError:
+            names.setdefault(cls.exit_code, []).append(cls.__name__.removesuffix("Error"))
+    lines = ["0  done", *(f"{code}  {', '.join(n)}" for code, n in sorted(names.items())), "130  interrupted",
+             "1  an unexpected error (printed with its traceback)"]
+    return "\b\nExit codes:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_exit_codes_help())
 @click.version_option(__version__, prog_name="imagery-watch")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
