@@ -15,6 +15,14 @@ Modules, in the order a request meets them:
 ``templates/`` and ``static/`` (Leaflet included) are served by the app itself: no internet.
 """
 
-from .app import create_app
-
 __all__ = ["create_app"]
+
+
+def __getattr__(name):
+    # the web app needs the ``review`` extra (FastAPI...); the store and the sample table
+    # do not, so importing this package must not pull the web stack in
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
