@@ -147,6 +147,39 @@ def _crs_name(crs: CRS) -> str:
     return repr(ProjCRS.from_wkt(crs.to_wkt()).name)
 
 
+def unprocessed_areas(before: RasterInfo, after: RasterInfo, grid: Grid):
+    """The parts of the processing grid that unreadable sheets leave unprocessed.
+
+    Sheets left out of a mosaic (``describe_epoch(..., skip_unreadable=True)``, listed in
+    ``RasterInfo.unreadable``) read as nodata: no patch can appear there, which must never
+    pass for "no change". This gives their footprints on the grid, for the job to record.
+
+    Returns
+    -------
+    GeoDataFrame
+        One row per sheet that touches the grid: ``epoch`` ("before"/"after"), ``sheet``
+        (path), ``reason``, ``area_m2`` (inside the grid) and the footprint clipped to the
+        grid, in the grid's CRS. Empty when every sheet was read.
+    """
+    import geopandas as gpd
+    import shapely
+
+    frame = shapely.box(*grid.bounds)
+    rows = []
+    for label, info in (("before", before), ("after", after)):
+        for sheet in info.unreadable:
+            crs = CRS.from_wkt(sheet.crs_wkt)
+            footprint = gpd.GeoSeries([shapely.box(*sheet.bounds)], crs=crs)
+            if crs != grid.crs:
+                footprint = footprint.segmentize(max(_area(sheet.bounds) ** 0.5 / 20, 1e-9)).to_crs(grid.crs)
+            inside = footprint.iloc[0].intersection(frame)
+            if inside.area > 0:  # a sheet that only touches the grid's edge leaves nothing out
+                rows.append({"epoch": label, "sheet": sheet.path, "reason": sheet.reason,
+                             "area_m2": float(inside.area), "geometry": inside})
+    return gpd.GeoDataFrame(rows, columns=["epoch", "sheet", "reason", "area_m2", "geometry"], geometry="geometry",
+                            crs=grid.crs)
+
+
 def _grid_offset(info: RasterInfo, grid: Grid) -> tuple | None:
     """(row, col) of the grid origin in the file when the file is on the grid, else None."""
     if info.crs != grid.crs:

@@ -6,7 +6,7 @@ import pytest
 import rasterio
 from test_rasters import ORIGIN, texture, write
 
-from imagery_watch.align import make_reader, plan_grid
+from imagery_watch.align import make_reader, plan_grid, unprocessed_areas
 from imagery_watch.errors import InputFileError, UnreadableSheetError
 from imagery_watch.io.integrity import tiff_truncation
 from imagery_watch.io.rasters import describe_epoch, find_unreadable_sheets
@@ -72,3 +72,18 @@ def test_a_sheet_whose_area_is_unknown_is_never_skipped(sheets, tmp_path):
     (sheets / "c.tif").write_text("not a raster")
     with pytest.raises(InputFileError, match=r"c\.tif: sheet cannot be read \(cannot open.*an unknown area"):
         describe_epoch(sheets, work_dir=tmp_path / "w", label="after", skip_unreadable=True)
+
+
+def test_unprocessed_areas_are_the_skipped_sheets_on_the_grid(sheets, tmp_path):
+    after = describe_epoch(sheets, work_dir=tmp_path / "w", label="after", skip_unreadable=True)
+    before = describe_epoch(sheets / "a.tif", work_dir=tmp_path / "w", label="before")
+    assert len(unprocessed_areas(before, after, plan_grid(before, after).grid)) == 0  # b.tif is off the grid
+    whole = describe_epoch(write(tmp_path / "whole.tif", texture((3, 256, 768))), work_dir=tmp_path, label="before")
+    grid = plan_grid(whole, after).grid
+    areas = unprocessed_areas(whole, after, grid)
+    assert list(areas["epoch"]) == ["after"] and areas["sheet"].iloc[0] == str(sheets / "b.tif")
+    assert areas["reason"].iloc[0].startswith("truncated")
+    assert areas.crs == grid.crs
+    assert areas.geometry.iloc[0].bounds == pytest.approx((ORIGIN[0] + 51.2, ORIGIN[1] - 51.2, ORIGIN[0] + 102.4,
+                                                           ORIGIN[1]))
+    assert areas["area_m2"].iloc[0] == pytest.approx(51.2 * 51.2)
