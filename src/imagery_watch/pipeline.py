@@ -148,6 +148,19 @@ def _band_indexes(bands: tuple, count: int, source: str, label: str) -> tuple:
     return tuple(bands.index(name) + 1 for name in order)
 
 
+def _read_shift(dy: float, dx: float, factor: int) -> tuple:
+    """The shift applied when reading the after epoch.
+
+    When detection averages blocks of ``factor >= 2`` pixels, the measured shift is rounded
+    to whole pixels: the residual (at most half a pixel, a fraction of one analysis pixel,
+    which the evidence tolerates anyway) is not worth resampling every chunk, and whole-pixel
+    reads are exact and cheap. The measured shift is still recorded and reported.
+    """
+    if factor >= 2:
+        return (float(round(dy)), float(round(dx)))
+    return (dy, dx)
+
+
 def _sample_windows(grid: Grid, *, n: int, block_px: int) -> list:
     """Deterministic sample windows on a regular lattice over the grid (independent of chunking)."""
     bh, bw = min(block_px, grid.height), min(block_px, grid.width)
@@ -361,7 +374,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
             raise InputFileError(f"{after_info.source}: the after epoch holds no valid pixel in the overlap "
                                  "(all nodata); check the file and its nodata/mask")
         shift = measure_shift(sb, sa, [x & y for x, y in zip(vb, va)], max_shift_px=config.processing.max_shift_px)
-        after_reader1 = make_reader(after_info, grid, a_idx, shift_rc=(shift.dy, shift.dx))
+        after_reader1 = make_reader(after_info, grid, a_idx, shift_rc=_read_shift(shift.dy, shift.dx, factor))
         sa, va = _read_samples(after_reader1, windows)
         valid_s = [x & y for x, y in zip(vb, va)]
         norm = fit_normalisation(sb, sa, valid_s)
@@ -377,7 +390,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     norm = Normalisation.from_dict(fit["normalisation"])
     params = DetectorParams.from_dict(fit["params"])
     before_reader = make_reader(before_info, grid, b_idx)
-    after_reader = make_reader(after_info, grid, a_idx, shift_rc=(shift["dy"], shift["dx"]))
+    after_reader = make_reader(after_info, grid, a_idx, shift_rc=_read_shift(shift["dy"], shift["dx"], factor))
 
     chunk_px = config.processing.chunk_px
     rules = tuple(config.rules)
