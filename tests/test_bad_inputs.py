@@ -158,17 +158,31 @@ def test_truncated_geotiff(scene, tmp_path, capsys):
     assert_refused(rc, err, InputFileError, str(path), "truncated", "copy")
 
 
-def test_corrupt_sheet_in_a_folder_is_named_with_its_area(scene, tmp_path, capsys):
+def test_corrupt_sheet_area_is_recorded_as_not_processed(scene, tmp_path, capsys):
     folder = shutil.copytree(scene / "after", tmp_path / "after")
     bad = folder / "sheet_r01_c01.tif"
-    data = bad.read_bytes()
-    bad.write_bytes(data[: len(data) // 2])
-    rc, _, err = run(capsys, write_config(tmp_path, scene, before=scene / "before", after=folder))
+    intact = bad.read_bytes()
+    bad.write_bytes(intact[: len(intact) // 2])
+    config = write_config(tmp_path, scene, before=scene / "before", after=folder)
+    rc, out, err = run(capsys, config)
+    summary = assert_processed(rc, out, err, tmp_path)
     with rasterio.open(scene / "after" / "sheet_r01_c01.tif") as ds:
-        left, bottom, right, top = ds.bounds
-    # the sheet, the area it covers (in the epoch's CRS) and the fix
-    assert_refused(rc, err, InputFileError, str(bad), f"{left:.1f}", f"{top:.1f}", "EPSG:4549", "Replace it with an intact copy")
-    assert "sheet_r00_c00" not in err
+        footprint = shapely.box(*ds.bounds)
+    assert f"NOT PROCESSED: {bad} (after epoch) cannot be read (truncated" in err
+    assert "NOT PROCESSED" in out  # also in the final summary
+    [record] = summary["unprocessed"]
+    assert record["sheet"] == str(bad) and record["epoch"] == "after"
+    assert record["area_m2"] == pytest.approx(footprint.area)
+    layer = gpd.read_file(tmp_path / "out" / "unprocessed.gpkg", layer="unprocessed", engine="pyogrio")
+    assert len(layer) == 1 and layer.geometry.iloc[0].equals(footprint)
+    patches = gpd.read_file(tmp_path / "out" / "patches.gpkg", layer="patches", engine="pyogrio")
+    assert not patches.intersection(footprint).area.gt(0).any()
+    bad.write_bytes(intact)  # delivered again: processed, stale record removed
+    rc, out, err = run(capsys, config)
+    summary = assert_processed(rc, out, err, tmp_path)
+    assert summary["unprocessed"] == [] and "NOT PROCESSED" not in err
+    assert not (tmp_path / "out" / "unprocessed.gpkg").exists()
+    assert summary["chunks_computed"] == summary["chunks_total"]
 
 
 def test_corrupt_source_of_a_vrt_epoch_is_named(scene, tmp_path, capsys):

@@ -24,7 +24,7 @@ import numpy as np
 import rasterio
 
 from . import __version__
-from .align import make_reader, measure_shift, plan_grid
+from .align import make_reader, measure_shift, plan_grid, unprocessed_areas
 from .config import Config
 from .detect import DetectorParams, detect_block, detect_halo_px, fit_detector
 from .errors import ConfigError, GridMismatchError, InputFileError
@@ -219,6 +219,22 @@ def _layer_stamps(config: Config) -> dict:
             for name, ref in refs.items() if ref is not None}
 
 
+#: the job folder's record of the areas left unprocessed by unreadable sheets
+UNPROCESSED_FILE = "unprocessed.gpkg"
+
+
+def _fmt_bounds(b) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in b) + ")"
+
+
+def _record_unprocessed(unprocessed, path: Path) -> None:
+    """Write the unprocessed areas (layer ``unprocessed``); remove a stale record when there are none."""
+    if len(unprocessed):
+        write_job_layers(path, {"unprocessed": unprocessed})
+    elif path.exists():
+        path.unlink()
+
+
 def _aside(path: Path, tag: str) -> Path:
     """``patches.<tag>-<time>.gpkg`` next to ``path``, never an existing file."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -315,8 +331,9 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     folder.prepare()
 
     # read + align: describe and check everything before heavy work
-    before_info = describe_epoch(config.inputs.before, work_dir=folder.work, label="before")
-    after_info = describe_epoch(config.inputs.after, work_dir=folder.work, label="after")
+    # unreadable sheets are left out of the mosaics and recorded as not processed (below)
+    before_info = describe_epoch(config.inputs.before, work_dir=folder.work, label="before", skip_unreadable=True)
+    after_info = describe_epoch(config.inputs.after, work_dir=folder.work, label="after", skip_unreadable=True)
     bands = config.inputs.bands
     b_idx = _band_indexes(bands, before_info.count, before_info.source, "before")
     a_idx = _band_indexes(bands, after_info.count, after_info.source, "after")
@@ -337,6 +354,11 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
             f"use {good} (or --chunk-px {good})")
     for note in plan.notes:
         say(note)
+    unprocessed = unprocessed_areas(before_info, after_info, grid)
+    for row in unprocessed.itertuples():
+        say(f"NOT PROCESSED: {row.sheet} ({row.epoch} epoch) cannot be read ({row.reason}); its area, "
+            f"{row.area_m2 / 1e6:.3f} km2 {_fmt_bounds(row.geometry.bounds)}, is recorded as not processed in "
+            f"{folder.root / UNPROCESSED_FILE} and summary.json: replace the sheet and run the job again")
     say(f"processing grid {grid.width} x {grid.height} px at {grid.pixel_size_m:g} m "
         f"({grid.width * grid.height * grid.pixel_area_m2 / 1e6:.2f} km2)")
     layers, layer_reports, county_names = _prepare_layers(config, grid, folder)
@@ -349,6 +371,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
         "before": [file_stamp(p) for p in (before_info.sheets or (before_info.path,))],
         "after": [file_stamp(p) for p in (after_info.sheets or (after_info.path,))],
         "layers": _layer_stamps(config),
+        "unreadable": [u.path for u in before_info.unreadable + after_info.unreadable],
         "bands": list(bands), "grid": [grid.crs_wkt, list(grid.transform), grid.width, grid.height],
         "max_shift_px": config.processing.max_shift_px, "sensitivity": config.detection.sensitivity,
         "version": __version__,
@@ -446,6 +469,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     patches, kept, tables_from = _carry_over_reviews(patches, folder.patches)
     write_patches(patches, folder.patches, rule_names=[r.name for r in rules], tables_from=tables_from,
                   tables=REVIEW_TABLES)
+    _record_unprocessed(unprocessed, folder.root / UNPROCESSED_FILE)
     t_end = time.perf_counter()
 
     per_rule = {}
@@ -460,6 +484,9 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
         "chunks_computed": len(tasks), "grid_px": [grid.height, grid.width],
         "area_km2": ground_px * grid.pixel_area_m2 / 1e6, "shift_px": [shift["dy"], shift["dx"]],
         "reviews_kept": kept, "notes": list(plan.notes),
+        "unprocessed": [{"epoch": r.epoch, "sheet": r.sheet, "reason": r.reason, "area_m2": r.area_m2,
+                         "bounds": list(r.geometry.bounds)} for r in unprocessed.itertuples()],
+        "unprocessed_km2": float(unprocessed["area_m2"].sum()) / 1e6,
         "seconds": {"total": t_end - t_start, "fit": t_chunks - t_start, "chunks": t_merge - t_chunks,
                     "merge_store": t_end - t_merge},
         "stage_seconds": {k: float(sum(s.get(k, 0.0) for s in chunk_stats))

@@ -61,6 +61,9 @@ def print_summary(summary: dict) -> None:
         f"({summary['chunks_reused']} reused, {summary['chunks_computed']} computed), "
         f"shift {summary['shift_px'][0]:+.1f}/{summary['shift_px'][1]:+.1f} px")
     click.echo(f"Time {secs:.1f} s, {summary['ground_mpx_per_s']:.1f} ground Mpx/s (both epochs)")
+    for rec in summary.get("unprocessed", []):
+        click.echo(f"NOT PROCESSED: {rec['area_m2'] / 1e6:.3f} km2 of the {rec['epoch']} epoch's sheet "
+                   f"{rec['sheet']} (unreadable): no result there, not even 'no change'")
 
 
 @click.command()
