@@ -10,7 +10,10 @@ Layout of ``OUT/``::
 
 A chunk file is written to a temporary name and renamed, so it is either complete or
 absent: a job killed at any moment resumes by computing only the chunks whose file is
-missing. ``<key>`` is a fingerprint of everything a chunk's result depends on (inputs,
+missing. Every other file of the folder is written the same way (the patch file, the job
+state, the prepared layers and mosaics); a temporary file is named after the process that
+writes it (``.tmp<pid>``), and those of processes that are gone are removed when the next
+run prepares the folder (:meth:`JobFolder.remove_stale_temporaries`). ``<key>`` is a fingerprint of everything a chunk's result depends on (inputs,
 their sizes and modification times, rules, fitted parameters, chunk size), so a re-run with
 the same inputs and config recomputes nothing, and a changed config never reuses stale
 chunks.
@@ -20,16 +23,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import JobError, OutputError
 
+log = logging.getLogger(__name__)
+
 JOB_FILE = "job.json"
 PATCHES_FILE = "patches.gpkg"
 SUMMARY_FILE = "summary.json"
+
+#: a temporary file of a writer of the job folder: ``<name>.tmp<pid>[.suffix][-journal]``
+#: (SQLite may leave a journal beside a GeoPackage being written)
+_TEMPORARY = re.compile(r"^.+\.tmp(?P<pid>\d+)(\.[A-Za-z0-9]+)?(-journal|-wal|-shm)?$")
 
 
 def fingerprint(obj) -> str:
@@ -47,7 +58,7 @@ def file_stamp(path: str | os.PathLike) -> dict:
 def write_json_atomic(path: str | os.PathLike, data) -> None:
     """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{os.getpid()}", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
@@ -58,6 +69,23 @@ def write_json_atomic(path: str | os.PathLike, data) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (this process counts)."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OverflowError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,40 @@ class JobFolder:
             raise OutputError(
                 f"{self.root}: output folder is not writable ({exc.strerror or exc}); choose another "
                 "folder with --out or fix its permissions") from None
+        removed = self.remove_stale_temporaries()
+        if removed:
+            log.info("removed %d temporary files left by an interrupted run: %s", len(removed),
+                     ", ".join(p.name for p in removed))
+
+    def remove_stale_temporaries(self) -> list:
+        """Delete the temporary files that writers which no longer run left in the folder.
+
+        A process killed while writing a file of the job folder (patch file, job state,
+        review backup, prepared layers, mosaic VRTs) leaves it under its temporary name,
+        ``.tmp<pid>``; the file it was replacing is intact. Temporaries of a process that
+        still runs on this machine (an ``imagery-watch indicators`` writing its report,
+        say) are kept. Partial chunk files are the job's to remove
+        (:func:`imagery_watch.io.patches.remove_partial_pieces`).
+
+        Returns
+        -------
+        list of Path
+            The files removed.
+        """
+        removed = []
+        candidates = [p for p in self.root.glob(".*") if p.is_file()]
+        if self.work.is_dir():
+            candidates += [p for p in self.work.iterdir() if p.is_file()]
+        for path in candidates:
+            m = _TEMPORARY.match(path.name)
+            if m is None or _process_alive(int(m["pid"])):
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+        return removed
 
     def load_state(self) -> dict:
         """The saved job state, or ``{}`` when there is none."""
