@@ -199,13 +199,14 @@ def create_app(job_dir: str | os.PathLike, *, session_ttl_s: float = SESSION_TTL
             return login_page(request, error="The login form expired; please try again.", status_code=403)
         users: UserStore = app.state.users
         address = client_address(request)
-        wait = users.retry_after(username, address)
-        if wait > 0:
+        attempt = users.login(username, password, address=address)
+        if attempt.retry_after_s > 0:
+            wait = int(attempt.retry_after_s) + 1
             response = login_page(request, status_code=429, username=username,
-                                  error=f"Too many failed attempts. Try again in {int(wait) + 1} s.")
-            response.headers["Retry-After"] = str(int(wait) + 1)
+                                  error=f"Too many failed attempts. Try again in {wait} s.")
+            response.headers["Retry-After"] = str(wait)
             return response
-        user = users.authenticate(username, password, address=address)
+        user = attempt.user
         if user is None:
             return login_page(request, error="Wrong user name or password, or the account is disabled.",
                               status_code=401, username=username)

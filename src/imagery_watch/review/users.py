@@ -92,6 +92,22 @@ class Session:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class LoginAttempt:
+    """What :meth:`UserStore.login` found.
+
+    Attributes
+    ----------
+    user : User or None
+        The user, when the password was right and the account is enabled.
+    retry_after_s : float
+        > 0 when the try was refused without checking the password (backoff).
+    """
+
+    user: User | None
+    retry_after_s: float = 0.0
+
+
 def _sha(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -185,40 +201,75 @@ class UserStore:
         log.info("user %s disabled", name)
 
     # -- logging in ----------------------------------------------------------------------
+    @staticmethod
+    def _backoff(row, now: float) -> float:
+        """Seconds still to wait after the failures recorded in a ``login_failures`` row."""
+        if row is None or row["failures"] < FREE_FAILURES:
+            return 0.0
+        wait = min(2.0 ** (row["failures"] - FREE_FAILURES), MAX_BACKOFF_S)
+        return max(0.0, row["last_failure"] + wait - now)
+
     def retry_after(self, name: str, address: str, *, now: float | None = None) -> float:
         """Seconds until ``name`` may try again from ``address`` (0 when allowed)."""
         now = time.time() if now is None else now
         with self.connect() as con:
             r = con.execute("SELECT failures, last_failure FROM login_failures WHERE user = ? AND address = ?",
-                            (name, address)).fetchone()
-        if r is None or r["failures"] < FREE_FAILURES:
-            return 0.0
-        wait = min(2.0 ** (r["failures"] - FREE_FAILURES), MAX_BACKOFF_S)
-        return max(0.0, r["last_failure"] + wait - now)
+                            (name[:64], address)).fetchone()
+        return self._backoff(r, now)
 
-    def authenticate(self, name: str, password: str, *, address: str) -> User | None:
-        """The user if ``password`` is right and the account enabled, else ``None``.
+    def login(self, name: str, password: str, *, address: str) -> LoginAttempt:
+        """Check a password under the failed-login backoff, as one step.
 
-        Failures are counted per user name and client address (see :meth:`retry_after`).
+        Failures are counted per user name and client address: after
+        :data:`FREE_FAILURES` of them each further try waits longer (1, 2, 4 s ... up to
+        :data:`MAX_BACKOFF_S`). The try is counted as a failure *before* the password is
+        checked, in the same transaction as the backoff check, and the count is cleared
+        when the password is right; so guesses sent at once cannot all pass the check
+        before the first of them is counted (across threads and server processes).
+
+        Returns
+        -------
+        LoginAttempt
+            ``user`` when the password is right and the account enabled; ``retry_after_s``
+            > 0 when the try was refused without checking the password.
         """
+        key = name[:64]
+        now = time.time()
+        with self.connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                r = con.execute("SELECT failures, last_failure FROM login_failures WHERE user = ? AND address = ?",
+                                (key, address)).fetchone()
+                wait = self._backoff(r, now)
+                if wait == 0.0:
+                    con.execute("INSERT INTO login_failures (user, address, failures, last_failure) "
+                                "VALUES (?, ?, 1, ?) ON CONFLICT (user, address) DO UPDATE SET "
+                                "failures = failures + 1, last_failure = excluded.last_failure", (key, address, now))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        if wait > 0:
+            log.warning("login for %r from %s refused: %.0f s to wait after repeated failures", key, address, wait)
+            return LoginAttempt(user=None, retry_after_s=wait)
         with self.connect() as con:
             r = con.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
-        ok = False
         try:
             ok = self.hasher.verify(r["password_hash"] if r else self._dummy, password or "")
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
+        if not (ok and r is not None and not r["disabled"]):
+            log.warning("failed login for %r from %s", key, address)
+            return LoginAttempt(user=None)
         with self.connect() as con:
-            if ok and r is not None and not r["disabled"]:
-                con.execute("DELETE FROM login_failures WHERE user = ? AND address = ?", (name, address))
-                if self.hasher.check_needs_rehash(r["password_hash"]):
-                    con.execute("UPDATE users SET password_hash = ? WHERE name = ?", (self.hasher.hash(password), name))
-                return User(name=r["name"], role=r["role"], created_at=r["created_at"])
-            con.execute("INSERT INTO login_failures (user, address, failures, last_failure) VALUES (?, ?, 1, ?) "
-                        "ON CONFLICT (user, address) DO UPDATE SET failures = failures + 1, last_failure = ?",
-                        (name[:64], address, time.time(), time.time()))
-        log.warning("failed login for %r from %s", name[:64], address)
-        return None
+            con.execute("DELETE FROM login_failures WHERE user = ? AND address = ?", (key, address))
+            if self.hasher.check_needs_rehash(r["password_hash"]):
+                con.execute("UPDATE users SET password_hash = ? WHERE name = ?", (self.hasher.hash(password), name))
+        return LoginAttempt(user=User(name=r["name"], role=r["role"], created_at=r["created_at"]))
+
+    def authenticate(self, name: str, password: str, *, address: str) -> User | None:
+        """The user if ``password`` is right and the account enabled, else ``None`` (see :meth:`login`)."""
+        return self.login(name, password, address=address).user
 
     # -- sessions ------------------------------------------------------------------------
     def start_session(self, user: User, *, ttl_s: float, address: str = "") -> tuple:
