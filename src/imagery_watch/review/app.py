@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..classes import M2_PER_MU
@@ -151,6 +152,19 @@ def create_app(job_dir: str | os.PathLike, *, session_ttl_s: float = SESSION_TTL
     templates.env.globals.update(STATUS_LABELS=STATUS_LABELS, M2_PER_MU=M2_PER_MU, version=__version__,
                                  asset_version=_asset_version())
     cookie_opts = {"httponly": True, "samesite": "strict", "secure": secure_cookies, "path": "/"}
+
+    # (added first, so it runs inside security_headers: its answers get the headers too)
+    @app.middleware("http")
+    async def session_first(request: Request, call_next):
+        # API and tile requests are refused without a live session before anything else
+        # looks at them: FastAPI would otherwise parse and validate a request body first
+        # and answer 422 to someone who is not logged in
+        if request.url.path.startswith(("/api/", "/tiles/")):
+            session = await run_in_threadpool(app.state.users.session, request.cookies.get(SESSION_COOKIE))
+            if session is None:
+                return JSONResponse({"detail": "login required"}, status_code=401)
+            request.state.session = session
+        return await call_next(request)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

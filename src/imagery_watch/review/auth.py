@@ -34,8 +34,13 @@ def client_address(request: Request) -> str:
 
 
 def require_session(request: Request) -> Session:
-    """The request's live session, or :class:`LoginRequired`."""
-    session = request.app.state.users.session(request.cookies.get(SESSION_COOKIE))
+    """The request's live session, or :class:`LoginRequired`.
+
+    API and tile requests were checked already, before their body was read (the app's
+    ``session_first`` middleware); their session is reused.
+    """
+    session = getattr(request.state, "session", None) or \
+        request.app.state.users.session(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise LoginRequired()
     request.state.session = session
