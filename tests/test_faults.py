@@ -157,6 +157,38 @@ def kill_command(point: str, nth: int, config_path: Path, job: Path, *, chunk_px
             "--chunk-px", str(chunk_px), "--workers", "1", "-q"]
 
 
+def check_what_a_kill_left(job: Path, previous: bytes, uninterrupted: Path, *, renamed: bool | None) -> list:
+    """The previous patch file untouched, or (``renamed``) the new one complete; the job state readable.
+
+    ``renamed=None``: either (a kill at an unknown moment). Returns the temporary files left.
+    """
+    assert gpkg_is_whole(job / "patches.gpkg")
+    untouched = (job / "patches.gpkg").read_bytes() == previous
+    if renamed is False:
+        assert untouched, "the previous patch file was touched"
+    if renamed or (renamed is None and not untouched):
+        same_table(job / "patches.gpkg", uninterrupted)
+    json.loads((job / "job.json").read_text(encoding="utf-8"))
+    return temporaries(job)
+
+
+def resume_and_check(job: Path, old_dirs: set, *, config, uninterrupted: Path) -> int:
+    """Run the job again over what a kill left and check the result; returns the chunks it reused."""
+    finished = chunk_files(job, old_dirs)
+    result = run_detect(config.replace("job", out=job).replace("processing", chunk_px=CHUNK_PX, workers=1))
+    s = result.summary
+    assert s["chunks_total"] == CHUNKS_TOTAL
+    assert s["chunks_reused"] == len(finished), "a chunk finished before the kill was not reused"
+    assert s["chunks_computed"] == CHUNKS_TOTAL - len(finished)
+    after = chunk_files(job, old_dirs)
+    assert all(after[p] == v for p, v in finished.items()), "a chunk finished before the kill was rewritten"
+    assert len(after) == CHUNKS_TOTAL
+    assert temporaries(job) == [], "temporary files were left behind"
+    same_table(job / "patches.gpkg", uninterrupted)
+    assert s["per_rule"] == json.loads((uninterrupted.parent / "summary.json").read_text())["per_rule"]
+    return len(finished)
+
+
 def kill_and_resume(point: str, nth: int, *, config, config_path: Path, previous_job: Path, uninterrupted: Path,
                     work: Path) -> dict:
     """Kill a job at ``point`` (its ``nth`` call), run it again, and check every promise.
@@ -173,29 +205,45 @@ def kill_and_resume(point: str, nth: int, *, config, config_path: Path, previous
                             timeout=300)
     assert killed.returncode == -signal.SIGKILL, \
         f"the job was not killed at {point}:{nth} (exit {killed.returncode}): {killed.stderr[-2000:]}"
+    # "finish": the first save of the job state comes before the chunks, the second after the rename
+    renamed = False if point in BEFORE_RENAME else True if nth >= 2 else None
+    left = check_what_a_kill_left(job, previous, uninterrupted, renamed=renamed)
+    reused = resume_and_check(job, old_dirs, config=config, uninterrupted=uninterrupted)
+    return {"point": point, "nth": nth, "finished_before_kill": reused, "left_by_kill": left}
 
-    # what a kill leaves: the previous output whole (or the new one whole), the job state readable
-    assert gpkg_is_whole(job / "patches.gpkg")
-    if point in BEFORE_RENAME:
-        assert (job / "patches.gpkg").read_bytes() == previous, f"{point}: the previous patch file was touched"
-    else:
-        same_table(job / "patches.gpkg", uninterrupted)
-    json.loads((job / "job.json").read_text(encoding="utf-8"))
-    left = temporaries(job)
-    finished = chunk_files(job, old_dirs)
 
-    result = run_detect(config.replace("job", out=job).replace("processing", chunk_px=CHUNK_PX, workers=1))
-    s = result.summary
-    assert s["chunks_total"] == CHUNKS_TOTAL
-    assert s["chunks_reused"] == len(finished), "a chunk finished before the kill was not reused"
-    assert s["chunks_computed"] == CHUNKS_TOTAL - len(finished)
-    after = chunk_files(job, old_dirs)
-    assert all(after[p] == v for p, v in finished.items()), "a chunk finished before the kill was rewritten"
-    assert len(after) == CHUNKS_TOTAL
-    assert temporaries(job) == [], "temporary files were left behind"
-    same_table(job / "patches.gpkg", uninterrupted)
-    assert s["per_rule"] == json.loads((uninterrupted.parent / "summary.json").read_text())["per_rule"]
-    return {"point": point, "nth": nth, "finished_before_kill": len(finished), "left_by_kill": left}
+def run_with_a_worker_killed(config, client, job: Path, old_dirs: set):
+    """Run the job on ``client``'s cluster and SIGKILL one of its worker processes mid-job.
+
+    The killed worker is one that holds chunk tasks, once a chunk is done. Returns the
+    job's :class:`~imagery_watch.pipeline.DetectResult` and what was killed (``pid``,
+    ``done``: chunks finished then, ``tasks``: chunk tasks it held); empty when the job
+    ended before a kill could land.
+    """
+    pids = client.run(os.getpid)
+    killed, stop = {}, threading.Event()
+
+    def kill_a_busy_worker():
+        while not stop.is_set():
+            done = len(chunk_files(job, old_dirs))
+            if done >= 1:
+                busy = {w: len(keys) for w, keys in client.processing().items()
+                        if any("process_chunk" in str(k) for k in keys)}
+                if busy:
+                    worker = max(busy, key=busy.get)
+                    os.kill(pids[worker], signal.SIGKILL)
+                    killed.update(worker=worker, pid=pids[worker], done=done, tasks=busy[worker])
+                    return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    killer.start()
+    try:
+        result = run_detect(config, client=client)
+    finally:
+        stop.set()
+        killer.join(10)
+    return result, killed
 
 
 @pytest.fixture(scope="module")
@@ -233,30 +281,7 @@ def test_distributed_worker_killed_mid_job_gives_the_same_patches(scene_config, 
     config = scene_config.replace("job", out=job).replace("processing", chunk_px=CHUNK_PX)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        pids = client.run(os.getpid)
-        killed, stop = {}, threading.Event()
-
-        def kill_a_busy_worker():
-            # once a chunk is done, SIGKILL a worker that holds chunk tasks
-            while not stop.is_set():
-                done = len(chunk_files(job, old_dirs))
-                if done >= 1:
-                    busy = {w: len(keys) for w, keys in client.processing().items()
-                            if any("process_chunk" in str(k) for k in keys)}
-                    if busy:
-                        worker = max(busy, key=busy.get)
-                        os.kill(pids[worker], signal.SIGKILL)
-                        killed.update(worker=worker, pid=pids[worker], done=done, tasks=busy[worker])
-                        return
-                time.sleep(0.005)
-
-        killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
-        killer.start()
-        try:
-            result = run_detect(config, client=client)
-        finally:
-            stop.set()
-            killer.join(10)
+        result, killed = run_with_a_worker_killed(config, client, job, old_dirs)
         assert killed, "no worker was killed: the job ended first"
         assert killed["done"] < CHUNKS_TOTAL and killed["tasks"] >= 1
         client.wait_for_workers(2, timeout=60)
