@@ -25,6 +25,7 @@ _SUBCOMMANDS = {
     "synthetic": "synthetic:synthetic",
     "review": "review:review",
     "indicators": "indicators:indicators",
+    "train": "train:train",
 }
 
 
