@@ -53,20 +53,34 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
 
 
 def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names=None,
-              config_path=None) -> dict:
+              config_path=None, model_path=None) -> dict:
     """Write one 0/255 PNG mask per pair of same-named images.
+
+    With ``model_path`` (a file of ``imagery-watch train``) the masks come from that model
+    (:func:`imagery_watch.learn.predict_change`) instead of the rules.
 
     Raises
     ------
     InputFileError
-        No images, a name missing from the after folder, unreadable images.
+        No images, a name missing from the after folder, unreadable images, a model file
+        that cannot be used.
+    ConfigError
+        Rules named together with a model.
     """
     before_dir, after_dir, out_dir = Path(before_dir), Path(after_dir), Path(out_dir)
-    rules, sensitivity = default_rules(), 1.0
-    if config_path:
-        cfg = load_config(config_path)
-        rules, sensitivity = cfg.rules, cfg.detection.sensitivity
-    chosen = select_rules(rules, rule_names)
+    model = chosen = None
+    if model_path is not None:
+        if rule_names or config_path:
+            raise ConfigError("--model replaces the rules: leave out --rules and --config, or leave out --model")
+        from .learn import load_model
+
+        model = load_model(model_path)
+    else:
+        rules, sensitivity = default_rules(), 1.0
+        if config_path:
+            cfg = load_config(config_path)
+            rules, sensitivity = cfg.rules, cfg.detection.sensitivity
+        chosen = select_rules(rules, rule_names)
     files = list_images(before_dir)
     if not files:
         raise InputFileError(f"{before_dir}: no images (png, bmp, tif, jpg) found")
@@ -81,8 +95,15 @@ def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names
     for f in files:
         before, after = read_image(f), read_image(after_dir / f.name)
         bands = min(before.shape[0], after.shape[0])
-        mask = detect_pair(before[:bands], after[:bands], rules=chosen, pixel_size_m=pixel_size_m,
-                           sensitivity=sensitivity)
+        if model is not None:
+            from .learn import predict_change
+
+            mask = predict_change(model, before[:bands], after[:bands], pixel_size_m=pixel_size_m, name=str(f))
+        else:
+            mask = detect_pair(before[:bands], after[:bands], rules=chosen, pixel_size_m=pixel_size_m,
+                               sensitivity=sensitivity)
         write_mask_png(out_dir / (f.stem + ".png"), mask)
         log.info("%s: %.2f %% flagged", f.name, 100 * mask.mean())
+    if model is not None:
+        return {"pairs": len(files), "rules": [], "model": str(model_path), "threshold": model.threshold}
     return {"pairs": len(files), "rules": [r.name for r in chosen]}

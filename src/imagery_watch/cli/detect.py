@@ -122,7 +122,8 @@ def detect(config_path, before, after, out_dir, chunk_px, workers, scheduler, qu
 @click.option("--pixel-size", "pixel_size_m", required=True, type=click.FloatRange(min=0.01), help="Ground pixel size in metres.")
 @click.option("--rules", "rule_names", help="Comma-separated rule names to mark (default: every rule whose after-class is built).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config whose [[rules]] and [detection] to use (default: the standard rules).")
-def detect_pairs(before_dir, after_dir, out_dir, pixel_size_m, rule_names, config_path):
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Change model from `imagery-watch train`: the masks come from it instead of the rules.")
+def detect_pairs(before_dir, after_dir, out_dir, pixel_size_m, rule_names, config_path, model_path):
     """Detect change in plain image pairs (same file names in BEFORE_DIR and AFTER_DIR).
 
     Writes one 0/255 PNG mask per pair into --out with the pair's name.
@@ -132,6 +133,7 @@ def detect_pairs(before_dir, after_dir, out_dir, pixel_size_m, rule_names, confi
     t0 = time.perf_counter()
     names = tuple(n.strip() for n in rule_names.split(",") if n.strip()) if rule_names else None
     report = run_pairs(before_dir, after_dir, out_dir, pixel_size_m=pixel_size_m, rule_names=names,
-                       config_path=config_path)
-    click.echo(f"{report['pairs']} pairs, masks in {out_dir} ({time.perf_counter() - t0:.1f} s); "
-               f"rules: {', '.join(report['rules'])}")
+                       config_path=config_path, model_path=model_path)
+    how = (f"model: {report['model']} (threshold {report['threshold']:.3f})" if report.get("model")
+           else f"rules: {', '.join(report['rules'])}")
+    click.echo(f"{report['pairs']} pairs, masks in {out_dir} ({time.perf_counter() - t0:.1f} s); {how}")
