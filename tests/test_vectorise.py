@@ -274,3 +274,33 @@ def test_property_chunking_never_matters(seed, height, width, bh, bw, density, n
     assert whole["area_m2"].sum() == pytest.approx((rule > 0).sum() * PIXEL_AREA, rel=1e-12)
     assert whole.geometry.is_valid.all()
     np.testing.assert_array_equal(rule, copy)
+
+
+def test_small_interior_components_dropped_early_give_the_same_patches():
+    """min_pixels only drops what the minimum mapping unit would drop after merging."""
+    from imagery_watch.vectorise import merge_pieces, vectorise_block
+
+    rng = np.random.default_rng(11)
+    rule = np.zeros((64, 96), np.uint8)
+    for _ in range(40):
+        r, c = rng.integers(0, 60), rng.integers(0, 92)
+        rule[r:r + rng.integers(1, 8), c:c + rng.integers(1, 8)] = rng.integers(1, 3)
+    zeros = np.zeros(rule.shape, np.float32)
+    cls = np.ones(rule.shape, np.uint8)
+    tf = Affine(0.2, 0, 500000, 0, -0.2, 3400000)
+    min_area = [1.0, 0.6]  # 25 and 15 pixels of 0.04 m2
+
+    def run(min_pixels):
+        pieces = [vectorise_block(rule[r:r + 32, c:c + 48], score=zeros[r:r + 32, c:c + 48],
+                                  before_class=cls[r:r + 32, c:c + 48], after_class=cls[r:r + 32, c:c + 48],
+                                  row0=r, col0=c, transform=tf, min_pixels=min_pixels)
+                  for r in (0, 32) for c in (0, 48)]
+        return pieces, merge_pieces(pieces, rule_names=["a", "b"], min_area_m2=min_area, pixel_area_m2=0.04,
+                                    crs="EPSG:4549", county_names=(), provenance=PROVENANCE)
+
+    early_pieces, early = run([25, 15])
+    late_pieces, late = run(None)
+    assert sum(len(p.rule) for p in early_pieces) < sum(len(p.rule) for p in late_pieces)
+    assert len(late) > 0
+    assert list(early["patch_id"]) == list(late["patch_id"])
+    assert np.allclose(early["area_m2"], late["area_m2"])

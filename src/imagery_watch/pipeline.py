@@ -121,7 +121,8 @@ def process_chunk(task: ChunkTask) -> dict:
     pieces = vectorise_block(
         result.rule[core], score=result.score[core], before_class=result.before_class[core],
         after_class=result.after_class[core], farmland=None if farmland is None else farmland[core],
-        approved=approved, county=county, row0=task.row0, col0=task.col0, transform=grid.affine)
+        approved=approved, county=county, row0=task.row0, col0=task.col0, transform=grid.affine,
+        min_pixels=[int(math.floor(r.min_area_m2 / grid.pixel_area_m2)) for r in task.rules])  # conservative
     save_pieces(pieces, task.out_path)
     t_vec = time.perf_counter()
     stats.update(changed_pixels=int((result.rule[core] > 0).sum()), read_s=t_read - t0,

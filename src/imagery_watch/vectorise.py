@@ -196,7 +196,8 @@ def _check_plane(name: str, array, shape: tuple, kinds: str):
 def vectorise_block(rule: np.ndarray, *, score: np.ndarray, before_class: np.ndarray,
                     after_class: np.ndarray, farmland: np.ndarray | None = None,
                     approved: np.ndarray | None = None, county: np.ndarray | None = None,
-                    row0: int, col0: int, transform: Affine) -> BlockPieces:
+                    row0: int, col0: int, transform: Affine,
+                    min_pixels: Sequence[int] | None = None) -> BlockPieces:
     """Polygonise the change components of one chunk core and gather their counts.
 
     A component is a 4-connected set of pixels with the same non-zero rule value.
@@ -217,6 +218,11 @@ def vectorise_block(rule: np.ndarray, *, score: np.ndarray, before_class: np.nda
         Global pixel offset of this core in the processing grid.
     transform : Affine
         The processing grid's *global* transform (not the chunk's).
+    min_pixels : sequence of int, optional
+        Minimum mapping unit of each rule in pixels (rule ``k`` at index ``k - 1``).
+        Components smaller than theirs that do not touch the block's edges can never grow
+        by merging, so they are dropped here instead of being polygonised; the result of
+        :func:`merge_pieces` is the same with or without it.
 
     Returns
     -------
@@ -255,6 +261,8 @@ def vectorise_block(rule: np.ndarray, *, score: np.ndarray, before_class: np.nda
             raise ValueError(f"rule: values are rule indices 1..255, found {rule.max()}")
         rule = rule.astype(np.uint8)
     labels, n = _label(rule)
+    if min_pixels is not None and n:
+        labels, n = _drop_small_interior(labels, n, rule, np.asarray(min_pixels, np.int64))
     flat = labels.ravel()
     idx = np.flatnonzero(flat)
     lab = flat[idx].astype(np.intp) - 1
@@ -321,6 +329,25 @@ def _label(rule: np.ndarray) -> tuple:
     sub, n = measure.label(rule[box], background=0, connectivity=1, return_num=True)
     labels[box] = sub
     return labels, int(n)
+
+
+def _drop_small_interior(labels: np.ndarray, n: int, rule: np.ndarray, min_pixels: np.ndarray) -> tuple:
+    """Remove components below their rule's minimum that do not touch the block's edges."""
+    h, w = labels.shape
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    drop = np.zeros(n + 1, bool)
+    for i, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        if rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w:
+            continue  # may continue in the next block
+        k = int(rule[rows.start, cols.start + int(np.argmax(labels[rows.start, cols] == i))])
+        if sizes[i - 1] < min_pixels[k - 1]:
+            drop[i] = True
+    if not drop.any():
+        return labels, n
+    remap = np.zeros(n + 1, np.int32)
+    kept = np.flatnonzero(~drop[1:]) + 1
+    remap[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    return remap[labels], int(kept.size)
 
 
 def _polygonise(labels: np.ndarray, n: int, row0: int, col0: int) -> np.ndarray:
