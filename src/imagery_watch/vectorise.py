@@ -333,15 +333,16 @@ def _label(rule: np.ndarray) -> tuple:
 
 def _drop_small_interior(labels: np.ndarray, n: int, rule: np.ndarray, min_pixels: np.ndarray) -> tuple:
     """Remove components below their rule's minimum that do not touch the block's edges."""
-    h, w = labels.shape
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    drop = np.zeros(n + 1, bool)
-    for i, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
-        if rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w:
-            continue  # may continue in the next block
-        k = int(rule[rows.start, cols.start + int(np.argmax(labels[rows.start, cols] == i))])
-        if sizes[i - 1] < min_pixels[k - 1]:
-            drop[i] = True
+    flat = labels.ravel()
+    changed = np.flatnonzero(flat)
+    sizes = np.bincount(flat[changed], minlength=n + 1)
+    comp_rule = np.zeros(n + 1, np.int64)
+    comp_rule[flat[changed]] = rule.ravel()[changed]  # every pixel of a component has its rule
+    touch = np.zeros(n + 1, bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        touch[edge] = True  # may continue in the next block
+    drop = ~touch & (sizes < min_pixels[np.maximum(comp_rule, 1) - 1])
+    drop[0] = False
     if not drop.any():
         return labels, n
     remap = np.zeros(n + 1, np.int32)
