@@ -49,6 +49,7 @@ __all__ = ["FORMAT_VERSION", "LabelledPair", "ChangeModel", "fit_change_model", 
 FORMAT_VERSION = 1
 _MAGIC = b"imagery-watch change model\n"
 _PROB_QUANT = 4096.0  # probabilities are smoothed on a 1/4096 lattice
+_NO_CHANGE_PER_CHANGE = 1  # no-change pixels sampled per change pixel
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def _new_estimator(seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     # no class weights: the sample is balanced instead (sample weights make the fit ~6x slower)
-    return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=100,
+    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=200,
                                           l2_regularization=1.0, early_stopping=False, random_state=seed)
 
 
@@ -283,7 +284,7 @@ def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed
     # balanced sample: as many no-change as change pixels, at most max_samples in all
     rng = np.random.default_rng(seed)
     take_pos = min(n_pos, max_samples // 2)
-    take_neg = min(n_neg, max_samples - take_pos, max(take_pos, 50))
+    take_neg = min(n_neg, max_samples - take_pos, max(_NO_CHANGE_PER_CHANGE * take_pos, 50))
     flat = [(np.flatnonzero(y.ravel()), np.flatnonzero((p.valid & ~y).ravel())) for p, y in zip(prepared, labels)]
     pos_pick = np.sort(rng.choice(n_pos, take_pos, replace=False))
     neg_pick = np.sort(rng.choice(n_neg, take_neg, replace=False))

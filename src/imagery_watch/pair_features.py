@@ -8,7 +8,7 @@ texture. Then, per analysis pixel and epoch: brightness, chromaticity, saturatio
 (with NIR), texture at two scales and roughness, fine texture, the darkest value nearby,
 local contrast, edge strength and shadow; the difference after - before of each; the
 misregistration-tolerant change evidence of :func:`~imagery_watch.detect.change_evidence`;
-and context: the box mean of every one of these over windows of 2, 6 and 15 m.
+and context: the box mean of every one of these over windows of radius 2, 6, 15 and 30 m.
 
 Built to transfer across sensors and pixel sizes: brightness-like features are divided by
 the pair's luminance spread, colours are ratios, windows are sized in metres, and every
@@ -40,7 +40,7 @@ ANALYSIS_M = DetectorParams().analysis_m
 _TEXTURE_M = (1.0, 3.0)  # local standard deviation of luminance
 _ROUGH_M = 2.0  # local roughness (mean absolute high-pass)
 _CONTRAST_M = 4.0  # brightness against the mean of its surroundings
-_CONTEXT_M = (2.0, 6.0, 15.0)  # box means of every pixel feature (z-scores) over these radii
+_CONTEXT_M = (2.0, 6.0, 15.0, 30.0)  # box means of every pixel feature (z-scores) over these radii
 _TOLERANCE_M = 0.2  # misregistration tolerance of the change evidence (1 px at least)
 _STRIP_ROWS = 256  # analysis rows per strip when predicting (bounded memory)
 _QUANT = 64.0  # context box means are exact sums on a 1/64 lattice
@@ -70,7 +70,7 @@ def _radii(analysis_pixel_m: float) -> dict:
     r["rough"] = min(7, radius_px(_ROUGH_M, analysis_pixel_m))
     r["contrast"] = min(16, radius_px(_CONTRAST_M, analysis_pixel_m))
     r["tolerance"] = min(3, radius_px(_TOLERANCE_M, analysis_pixel_m))
-    r["context"] = tuple(min(32, radius_px(m, analysis_pixel_m)) for m in _CONTEXT_M)
+    r["context"] = tuple(min(64, radius_px(m, analysis_pixel_m)) for m in _CONTEXT_M)
     return r
 
 
