@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,6 +386,41 @@ class Grid:
         return self.affine @ Affine.translation(col0, row0)
 
 
+_THREAD = threading.local()
+
+
+def _open_for_thread(path: str):
+    """The dataset at ``path``, opened once per thread and kept open while the file is unchanged.
+
+    Opening a mosaic VRT parses every sheet it lists, which grows with the city (tens of
+    milliseconds at a few gigapixels, about half a second at 25,000 sheets); chunks read
+    the same mosaics over and over. Datasets are not shared between threads (GDAL handles
+    are not thread-safe); a changed file (size or modification time) is opened again.
+    """
+    cache = getattr(_THREAD, "datasets", None)
+    if cache is None:
+        cache = _THREAD.datasets = {}
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:  # not a local file (a GDAL /vsi path): keep what is open
+        stamp = None
+    held = cache.get(path)
+    if held is not None and held[0] == stamp and not held[1].closed:
+        return held[1]
+    if held is not None:
+        held[1].close()
+    ds = rasterio.open(path)
+    cache[path] = (stamp, ds)
+    return ds
+
+
+def _forget_for_thread(path: str) -> None:
+    held = getattr(_THREAD, "datasets", {}).pop(path, None)
+    if held is not None:
+        held[1].close()
+
+
 @dataclass(frozen=True)
 class EpochReader:
     """Reads windows of one epoch on the processing grid (picklable: paths and numbers).
@@ -424,7 +460,8 @@ class EpochReader:
         data = np.zeros((nb, height, width), dtype=np.uint8)
         valid = np.zeros((height, width), dtype=bool)
         try:
-            with rasterio.Env(**READ_ENV), rasterio.open(self.path) as ds:
+            with rasterio.Env(**READ_ENV):
+                ds = _open_for_thread(self.path)
                 if self.offset_rc is not None and self.subpixel_rc != (0.0, 0.0):
                     self._read_shifted(ds, row0, col0, data, valid)
                 elif self.offset_rc is not None:
@@ -432,6 +469,7 @@ class EpochReader:
                 else:
                     self._read_warped(ds, row0, col0, data, valid)
         except RasterioError as exc:
+            _forget_for_thread(self.path)
             raise self._read_error(row0, col0, height, width, exc) from None
         return data, valid
 
