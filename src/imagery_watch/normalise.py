@@ -131,6 +131,8 @@ def apply_normalisation(after: np.ndarray, norm: Normalisation) -> np.ndarray:
     """
     lut = norm.as_array()
     out = np.empty_like(after)
+    rows = 256  # np.take converts its indices to intp: strips keep that temporary small
     for k in range(after.shape[0]):
-        np.take(lut[k], after[k], out=out[k])
+        for y0 in range(0, after.shape[1], rows):
+            np.take(lut[k], after[k, y0:y0 + rows], out=out[k, y0:y0 + rows])
     return out
