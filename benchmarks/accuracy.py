@@ -21,6 +21,13 @@ oscd       Onera OSCD Sentinel-2, 10 m: B04, B03, B02 + B08 as NIR, the after da
            percentile stretch per pair to uint8, ``detect_pair`` with NIR. F1 only.
 =========  =======================================================================
 
+Supervised section (unless ``--no-supervised``): a change model is trained as by
+``imagery-watch train`` on the LEVIR ``train_*`` and ``val_*`` crops only
+(:func:`imagery_watch.learn.fit_change_model`, seed 0), then applied by the
+``detect-pairs --model`` path (``run_pairs(model_path=...)``) to the ``test_*`` crops, next
+to the training-free detector on the same crops; and, as information on transfer to another
+sensor and pixel size, to the AirChange crops.
+
 Scores (per dataset, pooled: TP, FP, FN summed over its pairs, then computed): pixel
 precision, recall, F1 and IoU of the change class; object recall = share of labelled
 change components (8-connected, >= 20 px) covered >= 50 % by the prediction. Baseline:
@@ -33,6 +40,7 @@ Usage::
 
     .venv/bin/python benchmarks/accuracy.py                 # all datasets, appends to RESULTS.md
     .venv/bin/python benchmarks/accuracy.py --datasets levir,airchange --no-append --json /tmp/acc.json
+    .venv/bin/python benchmarks/accuracy.py --datasets levir --no-supervised   # training-free only
 """
 
 from __future__ import annotations
@@ -73,7 +81,10 @@ TARGETS = {
     "levir": "F1 >= 0.45, object recall >= 0.70",
     "airchange_no_change": "<= 2 % flagged",
     "naip": "<= 0.5 % flagged each pair",
+    "supervised": "F1 >= 0.60 and above training-free",
 }
+#: the LEVIR crops the supervised model may see (the field's split: never the test_* crops)
+TRAIN_GLOBS = ("train_*", "val_*")
 
 
 # --------------------------------------------------------------------------- scoring
@@ -323,12 +334,13 @@ FOLDERS = {"levir": "levir_cd_crops", "airchange": "sztaki_airchange_crops",
 
 # --------------------------------------------------------------------------- the run
 
-def predict(pairs: list, meta: dict, tmp: Path) -> dict:
+def predict(pairs: list, meta: dict, tmp: Path, model_path: Path | None = None) -> dict:
     """Fill ``pair.pred`` by the ``detect-pairs`` path; returns the JSON-ready meta.
 
     With ``meta["pair_dirs"]`` (before and after folders of same-named files):
     :func:`imagery_watch.pairs.run_pairs`, the function behind the CLI, and its PNG masks
-    read back. Otherwise :func:`imagery_watch.pairs.detect_pair` on the arrays, the
+    read back; with ``model_path`` the masks come from that change model (``--model``).
+    Otherwise :func:`imagery_watch.pairs.detect_pair` on the arrays, the
     kernel ``run_pairs`` calls per pair (the route that keeps NIR as a 4th band).
     """
     from imagery_watch.config import default_rules
@@ -338,10 +350,15 @@ def predict(pairs: list, meta: dict, tmp: Path) -> dict:
     dirs = meta.pop("pair_dirs", None)
     if dirs is not None:
         out = Path(tempfile.mkdtemp(prefix="masks_", dir=tmp))
-        run_pairs(dirs[0], dirs[1], out, pixel_size_m=meta["pixel_size_m"], rule_names=tuple(meta["rules"]))
+        if model_path is not None:
+            run_pairs(dirs[0], dirs[1], out, pixel_size_m=meta["pixel_size_m"], model_path=model_path)
+        else:
+            run_pairs(dirs[0], dirs[1], out, pixel_size_m=meta["pixel_size_m"], rule_names=tuple(meta["rules"]))
         for p in pairs:
             p.pred = _read_gray(out / f"{p.name}.png") > 127
-        meta["path"] = "run_pairs (detect-pairs)"
+        meta["path"] = "run_pairs (detect-pairs" + (" --model)" if model_path is not None else ")")
+    elif model_path is not None:
+        raise ValueError("a change model is applied through run_pairs only: give the dataset pair folders")
     else:
         chosen = select_rules(default_rules(), tuple(meta["rules"]))
         for p in pairs:
@@ -370,6 +387,81 @@ def evaluate_dataset(name: str, pairs: list, meta: dict) -> dict:
                 "baseline": sum((Score(**_counts(q["baseline"])) for q in test), Score()).to_dict(),
             }
     return out
+
+
+def _pooled(pairs: list) -> Score:
+    return sum((score_pair(p.pred, p.truth) for p in pairs), Score())
+
+
+def run_supervised(root: Path, tmp: Path) -> dict:
+    """Train on the LEVIR train/val crops, score on its test crops and on AirChange (transfer).
+
+    Returns the JSON-ready figures: the training summary, and per scored set the model's
+    pooled scores next to the training-free detector's on the same pairs.
+    """
+    from imagery_watch.learn import fit_change_model, read_labelled_pairs, save_model
+
+    d = root / FOLDERS["levir"]
+    if not d.is_dir():
+        return {"skipped": f"{d} not found"}
+    t0 = time.perf_counter()
+    train = read_labelled_pairs(d / "A", d / "B", d / "label", include=TRAIN_GLOBS)
+    model = fit_change_model(train, pixel_size_m=0.5, seed=0)
+    model_path = save_model(model, tmp / "levir_change.iwm")
+    header = {k: v for k, v in model.header().items() if k != "feature_names"}
+    out = {"trained_on": [p.name for p in train], "features": len(model.feature_names), "model": header,
+           "train_seconds": round(time.perf_counter() - t0, 1), "scored": {}}
+    for name, keep in (("levir", lambda p: p.name.startswith("test_")), ("airchange", lambda p: True)):
+        if not (root / FOLDERS[name]).is_dir():
+            out["scored"][name] = {"skipped": f"{root / FOLDERS[name]} not found"}
+            continue
+        t1 = time.perf_counter()
+        pairs, meta = LOADERS[name](root, Path(tempfile.mkdtemp(prefix=f"sup_{name}_", dir=tmp)))
+        seen = {p.name for p in train} & {p.name for p in pairs if keep(p)}
+        if name == "levir" and seen:
+            raise RuntimeError(f"supervised: scored crops {sorted(seen)} were used for training")
+        free_meta = predict(pairs, meta, tmp)
+        free = _pooled([p for p in pairs if keep(p)])
+        per_free = {p.name: score_pair(p.pred, p.truth).to_dict() for p in pairs if keep(p)}
+        predict(pairs, meta, tmp, model_path=model_path)
+        scored = [p for p in pairs if keep(p)]
+        out["scored"][name] = {
+            "pairs": len(scored), "pixel_size_m": meta["pixel_size_m"], "ours": _pooled(scored).to_dict(),
+            "training_free": free.to_dict(), "training_free_rules": free_meta["rules"],
+            "per_pair": [{"name": p.name, "ours": score_pair(p.pred, p.truth).to_dict(),
+                          "training_free": per_free[p.name]} for p in scored],
+            "no_change_pair": meta.get("no_change_pair"), "seconds": round(time.perf_counter() - t1, 1)}
+    return out
+
+
+def format_supervised(sup: dict) -> str:
+    """Markdown table of the supervised section."""
+    if "skipped" in sup:
+        return f"Supervised: skipped ({sup['skipped']})."
+    oof = sup["model"]["summary"]["out_of_fold"]
+    rows = [f"Supervised: trained on {len(sup['trained_on'])} LEVIR crops ({', '.join(sup['trained_on'])}) "
+            f"in {sup['train_seconds']} s; {sup['features']} features, threshold {oof['threshold']:.2f}, "
+            f"out-of-fold F1 {oof['f1']:.3f} (folds: {sup['model']['summary']['folds_by']}).",
+            "",
+            "| supervised, scored on | pairs | precision | recall | F1 | IoU | object recall (found/all) | flagged % | "
+            "training-free F1 (same pairs) | training-free flagged % | target |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in sup["scored"].items():
+        if "skipped" in r:
+            rows.append(f"| {name} | skipped: {r['skipped']} | | | | | | | | | |")
+            continue
+        o, f = r["ours"], r["training_free"]
+        label = {"levir": "levir test_* (never seen)", "airchange": "airchange (other sensor, 1.5 m)"}[name]
+        target = TARGETS["supervised"] if name == "levir" else "- (transfer, information)"
+        rows.append(f"| {label} | {r['pairs']} | {_fmt(o['precision'])} | {_fmt(o['recall'])} | {_fmt(o['f1'])} | "
+                    f"{_fmt(o['iou'])} | {_fmt(o['object_recall'])} ({o['objects_found']}/{o['objects']}) | "
+                    f"{_fmt(o['flagged_pct'], True)} | {_fmt(f['f1'])} | {_fmt(f['flagged_pct'], True)} | {target} |")
+        if r.get("no_change_pair"):
+            q = next(q for q in r["per_pair"] if q["name"] == r["no_change_pair"])
+            rows.append(f"| {name} {q['name']} (no labelled change) | 1 | | | | | | "
+                        f"{_fmt(q['ours']['flagged_pct'], True)} | | {_fmt(q['training_free']['flagged_pct'], True)} "
+                        f"| - |")
+    return "\n".join(rows)
 
 
 def _counts(d: dict) -> dict:
@@ -500,6 +592,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help=f"comma-separated subset of {','.join(DATASETS)} (default: all)")
     ap.add_argument("--json", type=Path, help="write the per-dataset figures (and per pair) as JSON here")
     ap.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md (tuning runs)")
+    ap.add_argument("--no-supervised", action="store_true",
+                    help="skip the supervised section (train on LEVIR train_*/val_*, score test_* and AirChange)")
     ap.add_argument("--save-masks", type=Path, metavar="DIR",
                     help="write predicted masks (and .baseline.png) per dataset/pair as 0/255 PNGs here")
     args = ap.parse_args(argv)
@@ -537,15 +631,26 @@ def main(argv=None) -> int:
             print(f"{name}: {len(pairs)} pairs in {results[name]['seconds']} s", file=sys.stderr)
             if args.save_masks:
                 _save_masks(args.save_masks, name, pairs)
+        supervised = None
+        if not args.no_supervised:
+            try:
+                supervised = run_supervised(args.data, Path(tmp))
+            except Exception as exc:  # the training-free figures must still be reported
+                failed = True
+                traceback.print_exc()
+                supervised = {"skipped": f"error: {type(exc).__name__}: {exc}".splitlines()[0][:200]}
     seconds = round(time.perf_counter() - t_all, 1)
     table = format_tables(results)
+    if supervised is not None:
+        table += "\n\n" + format_supervised(supervised)
     stamp = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     header = {"date": stamp, "command": _command(), "commit": _code_label(), "seconds": seconds}
     print(table)
     print(f"\n{seconds} s in all; commit {header['commit']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**header, "data": str(args.data), "datasets": results}, indent=1) + "\n")
+        args.json.write_text(json.dumps({**header, "data": str(args.data), "datasets": results,
+                                         "supervised": supervised}, indent=1) + "\n")
     if not any("pairs" in r for r in results.values()):
         print("no dataset measured: nothing appended", file=sys.stderr)
     elif not args.no_append:
