@@ -251,3 +251,18 @@ def test_dask_matches_numpy(changed_pair, chunks):
                        rules=RULES, params=params, pixel_size_m=PX)
     for w, z in zip(whole, lazy):
         assert np.array_equal(w, z.compute(scheduler="sync"))
+
+
+def test_core_window_equals_the_crop_of_the_whole_result(changed_pair):
+    before, after, valid, farmland = changed_pair
+    params = fit(before, after, valid)
+    whole = detect_block(before, after, valid, farmland=farmland, rules=RULES, params=params, pixel_size_m=PX)
+    core = (slice(40, 200), slice(8, 251))
+    part = detect_block(before, after, valid, farmland=farmland, rules=RULES, params=params, pixel_size_m=PX,
+                        core=core)
+    assert (whole.rule[core] > 0).any()
+    for w, c in zip(whole, part):
+        assert np.array_equal(w[core], c)
+    with pytest.raises(ValueError, match="multiples of the analysis factor"):
+        detect_block(before, after, valid, farmland=farmland, rules=RULES, params=params, pixel_size_m=PX,
+                     core=(slice(3, 100), slice(0, 100)))

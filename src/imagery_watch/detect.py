@@ -274,7 +274,8 @@ def _check_inputs(before, after, valid, farmland):
 
 
 def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, farmland: np.ndarray | None,
-                 rules: Sequence, params: DetectorParams, pixel_size_m: float) -> DetectResult:
+                 rules: Sequence, params: DetectorParams, pixel_size_m: float,
+                 core: tuple | None = None) -> DetectResult:
     """Detect rule-matching changes in one block of a co-registered pair.
 
     Parameters
@@ -291,6 +292,9 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
         Fitted once for the whole mosaic by :func:`fit_detector`.
     pixel_size_m : float
         Ground size of one pixel in metres.
+    core : (slice, slice), optional
+        Return the results of this window only (the block's core, without its halo);
+        it must start at multiples of ``params.factor(pixel_size_m)``. Default: all.
 
     Returns
     -------
@@ -301,8 +305,9 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     -----
     Halo: :func:`detect_halo_px`. A block read with that halo gives, after cropping the
     halo, exactly the whole-image result in its core, provided the block's origin (halo
-    included) is a multiple of ``params.factor(pixel_size_m)`` pixels from the image's. The minimum mapping unit is not
-    applied (the vectoriser applies it on merged patches). Inputs are not modified.
+    included) is a multiple of ``params.factor(pixel_size_m)`` pixels from the image's. The
+    minimum mapping unit is not applied (the vectoriser applies it on merged patches).
+    Inputs are not modified.
     """
     _check_inputs(before, after, valid, farmland)
     if len(rules) > 255:
@@ -311,18 +316,28 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     if farmland is not None:
         farmland = np.asarray(farmland, dtype=bool)
     f = params.factor(pixel_size_m)
+    ys, xs = core if core is not None else (slice(0, valid.shape[0]), slice(0, valid.shape[1]))
+    y0, y1, _ = ys.indices(valid.shape[0])
+    x0, x1, _ = xs.indices(valid.shape[1])
+    if y0 % f or x0 % f:
+        raise ValueError(f"core must start at multiples of the analysis factor {f}, found ({y0}, {x0})")
     if f == 1:
-        return _detect_analysis(before, after, valid, farmland, rules=rules, params=params,
-                                pixel_size_m=pixel_size_m)
+        res = _detect_analysis(before, after, valid, farmland, rules=rules, params=params,
+                               pixel_size_m=pixel_size_m)
+        return DetectResult(*(np.ascontiguousarray(a[y0:y1, x0:x1]) for a in res))
     coarse = _detect_analysis(block_mean(before, f), block_mean(after, f), block_all(valid, f),
                               None if farmland is None else block_majority(farmland, f),
                               fine=(block_std(before, f), block_std(after, f)),
                               rules=rules, params=params, pixel_size_m=pixel_size_m * f)
-    shape = valid.shape
-    rule = upsample(coarse.rule, f, shape)
-    score = upsample(coarse.score, f, shape)
-    cb = upsample(coarse.before_class, f, shape)
-    ca = upsample(coarse.after_class, f, shape)
+    shape = (y1 - y0, x1 - x0)
+    cy, cx = slice(y0 // f, None), slice(x0 // f, None)
+    rule = upsample(coarse.rule[cy, cx], f, shape)
+    score = upsample(coarse.score[cy, cx], f, shape)
+    cb = upsample(coarse.before_class[cy, cx], f, shape)
+    ca = upsample(coarse.after_class[cy, cx], f, shape)
+    valid = valid[y0:y1, x0:x1]
+    if farmland is not None:
+        farmland = farmland[y0:y1, x0:x1]
     invalid = ~valid
     rule[invalid] = 0
     score[invalid] = 0
@@ -330,11 +345,12 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     ca[invalid] = LandCover.NODATA
     if farmland is not None:
         # patches follow the farmland boundary of the vector layer, not the analysis blocks
+        cut = np.zeros(256, np.uint8)  # 1: cut inside farmland, 2: cut outside
         for k, rl in enumerate(rules, start=1):
-            if rl.where == "farmland":
-                rule[(rule == k) & ~farmland] = 0
-            elif rl.where == "outside_farmland":
-                rule[(rule == k) & farmland] = 0
+            cut[k] = {"farmland": 2, "outside_farmland": 1}.get(rl.where, 0)
+        if cut.any():
+            c = cut[rule]
+            rule[((c == 2) & ~farmland) | ((c == 1) & farmland)] = 0
     return DetectResult(rule, score, cb, ca)
 
 

@@ -114,18 +114,19 @@ def process_chunk(task: ChunkTask) -> dict:
     farmland = burn("farmland").astype(bool) if task.has_farmland else None
     params = DetectorParams.from_dict(task.params)
     result = detect_block(before, after, valid, farmland=farmland, rules=task.rules, params=params,
-                          pixel_size_m=task.pixel_size_m)
+                          pixel_size_m=task.pixel_size_m, core=core)
     t_detect = time.perf_counter()
-    approved = burn("approved")[core].astype(bool) if task.has_approved else None
-    county = burn("counties", values="county_index", dtype=np.uint16)[core] if task.has_counties else None
+    changed = bool(result.rule.any())  # approved land and counties matter on changed pixels only
+    approved = burn("approved")[core].astype(bool) if task.has_approved and changed else None
+    county = burn("counties", values="county_index", dtype=np.uint16)[core] if task.has_counties and changed else None
     pieces = vectorise_block(
-        result.rule[core], score=result.score[core], before_class=result.before_class[core],
-        after_class=result.after_class[core], farmland=None if farmland is None else farmland[core],
+        result.rule, score=result.score, before_class=result.before_class,
+        after_class=result.after_class, farmland=None if farmland is None else farmland[core],
         approved=approved, county=county, row0=task.row0, col0=task.col0, transform=grid.affine,
         min_pixels=[int(math.floor(r.min_area_m2 / grid.pixel_area_m2)) for r in task.rules])  # conservative
     save_pieces(pieces, task.out_path)
     t_vec = time.perf_counter()
-    stats.update(changed_pixels=int((result.rule[core] > 0).sum()), read_s=t_read - t0,
+    stats.update(changed_pixels=int((result.rule > 0).sum()), read_s=t_read - t0,
                  detect_s=t_detect - t_read, vectorise_s=t_vec - t_detect)
     return stats
 
