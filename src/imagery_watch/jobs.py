@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import JobError, OutputError
+from .errors import InputFileError, JobError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,22 @@ class JobFolder:
             raise JobError(
                 f"{self.job_file}: job state is unreadable ({exc}); delete it to start the job afresh "
                 "(finished chunks are recomputed)") from None
+
+    def existing_state(self) -> dict:
+        """The state of a job that has run here (for the commands that read a job folder).
+
+        Raises
+        ------
+        InputFileError
+            If the folder or its ``job.json`` does not exist.
+        JobError
+            If ``job.json`` cannot be parsed.
+        """
+        if not self.root.is_dir():
+            raise InputFileError(f"{self.root}: job folder not found; pass the --out folder of `imagery-watch detect`")
+        if not self.job_file.is_file():
+            raise InputFileError(f"{self.job_file}: job.json not found; {self.root} is not a detection job folder")
+        return self.load_state()
 
     def save_state(self, state: dict) -> None:
         write_json_atomic(self.job_file, state)

@@ -94,11 +94,7 @@ def read_job_outputs(job_dir: str | os.PathLike) -> JobOutputs:
 
     root = Path(job_dir)
     folder = JobFolder(root)
-    if not root.is_dir():
-        raise InputFileError(f"{root}: job folder not found; pass the --out folder of `imagery-watch detect`")
-    if not folder.job_file.is_file():
-        raise InputFileError(f"{folder.job_file}: job.json not found; {root} is not a detection job folder")
-    state = folder.load_state()
+    state = folder.existing_state()
     if not folder.patches.is_file():
         raise InputFileError(f"{folder.patches}: patch file not found; the job has not finished. Rerun "
                              "`imagery-watch detect` into this folder")

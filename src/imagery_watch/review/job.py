@@ -163,11 +163,7 @@ def open_job(job_dir: str | os.PathLike) -> ReviewJob:
     """
     root = Path(job_dir)
     folder = JobFolder(root)
-    if not root.is_dir():
-        raise InputFileError(f"{root}: job folder not found; pass the --out folder of `imagery-watch detect`")
-    if not folder.job_file.is_file():
-        raise InputFileError(f"{folder.job_file}: job.json not found; {root} is not a detection job folder")
-    state = folder.load_state()
+    state = folder.existing_state()
     try:
         inputs, grid = state["inputs"], state["grid"]
         before, after, crs_wkt = inputs["before_path"], inputs["after_path"], grid["crs_wkt"]
