@@ -216,6 +216,21 @@ def test_sheet_unreadable_at_chunk_time_is_named(scene, tmp_path):
         reader.read(0, 0, 1024, 1024)
 
 
+def test_damaged_jpeg_tile_is_named_not_read_as_imagery(scene, tmp_path, capsys):
+    """libjpeg decodes damaged data with warnings only: the job must stop and name the sheet."""
+    folder = shutil.copytree(scene / "after", tmp_path / "after")
+    bad = folder / "sheet_r00_c01.tif"
+    with rasterio.open(bad) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+    data = bytearray(bad.read_bytes())
+    data[offset + size // 2: offset + size // 2 + 2] = b"\xff\xd9"  # an end-of-image marker mid-tile
+    bad.write_bytes(bytes(data))  # same size: the truncation check cannot see it
+    rc, _, err = run(capsys, write_config(tmp_path, scene, before=scene / "before", after=folder))
+    assert_refused(rc, err, InputFileError, str(bad), "damaged compressed data", "Corrupt JPEG data",
+                   "Replace it with an intact copy")
+
+
 def test_no_crs(scene, tmp_path, capsys):
     path = rewrite(scene / "after" / SHEET, tmp_path / "no-crs.tif", crs=None)
     rc, _, err = run(capsys, write_config(tmp_path, scene, after=path))

@@ -10,8 +10,11 @@ area was not processed.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,46 @@ from ..errors import UnreadableSheetError
 #: errors in later releases). Parallelism here is Dask's, so one GDAL thread per read costs
 #: nothing and keeps read errors errors.
 READ_ENV = {"VRT_NUM_THREADS": 1}
+
+#: words of GDAL's decoder messages that mean pixels were not decoded as stored: libjpeg
+#: reports damaged JPEG data as warnings and goes on with grey or garbled blocks
+_DECODE_FAILURE_WORDS = ("JPEGLib", "TIFFRead", "IReadBlock", "ZIPDecode", "LZWDecode", "Deflate",
+                         "LERC", "ZSTD", "WEBP")
+_DECODE = threading.local()
+
+
+class _DecodeWarningCollector(logging.Handler):
+    """Collects the decoder warnings GDAL reports (through rasterio's logger) per thread."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bucket = getattr(_DECODE, "messages", None)
+        if bucket is None:
+            return
+        msg = record.getMessage()
+        if any(word in msg for word in _DECODE_FAILURE_WORDS):
+            bucket.append(msg)
+
+
+_GDAL_LOG = logging.getLogger("rasterio._err")
+_GDAL_LOG.addHandler(_DecodeWarningCollector(level=logging.WARNING))
+if _GDAL_LOG.level == logging.NOTSET or _GDAL_LOG.level > logging.WARNING:
+    _GDAL_LOG.setLevel(logging.WARNING)  # decoder warnings must reach the collector
+
+
+@contextmanager
+def decode_warnings():
+    """Collect, in a list, GDAL's decoder warnings raised by reads in this block (this thread).
+
+    A damaged JPEG tile is decoded by libjpeg with warnings ("Corrupt JPEG data") and no
+    error: its pixels come back grey or garbled and would pass for imagery. Callers treat
+    any collected message as a failed read.
+    """
+    previous = getattr(_DECODE, "messages", None)
+    _DECODE.messages = messages = []
+    try:
+        yield messages
+    finally:
+        _DECODE.messages = previous
 
 
 def _fmt_bounds(b) -> str:
@@ -215,8 +258,11 @@ def find_failing_sources(path: str | os.PathLike, bounds: tuple, crs: CRS) -> li
                     continue
                 win = Window(c0, r0, c1 - c0, r1 - r0)
                 try:
-                    ds.read(window=win)
-                    ds.dataset_mask(window=win)
+                    with decode_warnings() as warned:
+                        ds.read(window=win)
+                        ds.dataset_mask(window=win)
+                    if warned:
+                        failing.append(unreadable_sheet(src, f"damaged compressed data: {warned[0]}", ds))
                 except RasterioError as exc:
                     failing.append(unreadable_sheet(src, f"pixel read failed: {exc}", ds))
     return failing

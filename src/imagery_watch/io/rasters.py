@@ -25,8 +25,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..errors import GridMismatchError, InputFileError
-from .integrity import (READ_ENV, find_failing_sources, find_unreadable_files, open_or_report, tiff_truncation,
-                        unreadable_sheet, unreadable_sheet_error, vrt_sources)
+from .integrity import (READ_ENV, decode_warnings, find_failing_sources, find_unreadable_files, open_or_report,
+                        tiff_truncation, unreadable_sheet, unreadable_sheet_error, vrt_sources)
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +460,7 @@ class EpochReader:
         data = np.zeros((nb, height, width), dtype=np.uint8)
         valid = np.zeros((height, width), dtype=bool)
         try:
-            with rasterio.Env(**READ_ENV):
+            with rasterio.Env(**READ_ENV), decode_warnings() as warned:
                 ds = _open_for_thread(self.path)
                 if self.offset_rc is not None and self.subpixel_rc != (0.0, 0.0):
                     self._read_shifted(ds, row0, col0, data, valid)
@@ -468,6 +468,8 @@ class EpochReader:
                     self._read_direct(ds, row0, col0, data, valid)
                 else:
                     self._read_warped(ds, row0, col0, data, valid)
+            if warned:
+                raise RasterioIOError(f"damaged compressed data: {warned[0]}")
         except RasterioError as exc:
             _forget_for_thread(self.path)
             raise self._read_error(row0, col0, height, width, exc) from None
