@@ -101,3 +101,19 @@ def test_otsu_on_bimodal_histogram():
     hist = np.r_[np.full(50, 10.0), np.zeros(50), np.full(50, 10.0)]
     t = otsu_threshold(hist, np.linspace(0, 150, 151))
     assert 49 <= t <= 101
+
+
+def test_smooth_grey_is_built_at_fine_pixels_but_bare_at_coarse_ones():
+    """A smooth grey surface: a concrete slab at 0.8 m, a pale harvested field at 5 m."""
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(150, 1.0, (3, 64, 64)), 0, 255).astype(np.uint8)
+    valid = np.ones((64, 64), bool)
+    for pixel_size, expected in ((0.8, C.BUILT), (5.0, C.BARE)):
+        params = fit_classifier([img], [valid], pixel_size_m=pixel_size)
+        classes = classify_block(img, valid, params=params, pixel_size_m=pixel_size)
+        assert (classes[8:-8, 8:-8] == expected).mean() > 0.95, (pixel_size, np.unique(classes))
+    # a textured grey mix (roofs, shadows, paving) stays built at 5 m
+    mix = img.copy()
+    mix[:, ::3, :] //= 2
+    params = fit_classifier([mix], [valid], pixel_size_m=5.0)
+    assert (classify_block(mix, valid, params=params, pixel_size_m=5.0)[8:-8, 8:-8] == C.BUILT).mean() > 0.5

@@ -10,7 +10,8 @@ evidence of :mod:`imagery_watch.features`, in this order:
    luminance nearby < ``tree_darkest``) and ``LOW_VEGETATION``;
 4. ``WATER``: dark, smooth, not reddish and at most moderately green;
 5. ``BUILT``: grey/white (low saturation), bluish (steel sheet) or red tiles (red
-   chromaticity well above green), or very bright;
+   chromaticity well above green), or very bright; at analysis pixels of 2 m or more,
+   also textured (built-up land is a mix at that scale; a pale field is smooth);
 6. ``BARE``: everything else (brown/yellow soil, tilled or harvested fields, rubble).
 
 Finally a majority filter over a small window makes the classes robust to speckle and to
@@ -44,6 +45,11 @@ __all__ = [
 
 _N_CLASSES = 6
 
+#: analysis pixels at least this large (metres) see built-up land as a textured mix
+COARSE_PIXEL_M = 2.0
+#: the smallest local roughness of built land at such pixels (luminance units)
+COARSE_BUILT_MIN_TEXTURE = 4.0
+
 
 @dataclass(frozen=True)
 class ClassifierParams:
@@ -75,6 +81,12 @@ class ClassifierParams:
         Blue minus red chromaticity above which a non-vegetated pixel is built (steel).
     white_brightness : float
         Brightness above which a non-vegetated pixel is built (white roofs, greenhouses).
+    built_min_texture : float
+        Built pixels smoother than this are bare instead; 0 = off. :func:`fit_classifier`
+        turns it on for analysis pixels of ``COARSE_PIXEL_M`` or more: such a pixel of
+        built-up land mixes roofs, walls, shadows and paving, so built land is never smooth
+        at that scale, while pale harvested fields (grey like concrete) are. Below it, roofs
+        and concrete slabs are smooth surfaces and the test would remove them.
     smooth_m, texture_m, majority_m : float
         Radii in metres of the band smoothing, the texture window and the majority filter.
     model_path : str or None
@@ -93,6 +105,7 @@ class ClassifierParams:
     red_excess: float = 0.17
     blue_excess: float = 0.01
     white_brightness: float = 215.0
+    built_min_texture: float = 0.0
     smooth_m: float = 0.0
     texture_m: float = 1.6
     majority_m: float = 0.8
@@ -163,6 +176,8 @@ def classify_features(feat: Features, valid: np.ndarray, *, params: ClassifierPa
     built |= (feat.blue - feat.red) > f32(p.blue_excess)
     built |= feat.brightness > f32(p.white_brightness)
     built &= nonveg
+    if p.built_min_texture > 0:
+        built &= feat.texture >= f32(p.built_min_texture)
     out[built] = C.BUILT
     tree = feat.texture >= f32(p.tree_texture)
     tree &= feat.darkest < f32(p.tree_darkest)
@@ -311,5 +326,7 @@ def fit_classifier(samples, valid_samples, *, pixel_size_m: float,
     shadow = float(np.clip(0.35 * median_b, 20.0, 55.0))
     water = float(np.clip(0.6 * median_b, shadow + 5.0, 100.0))
     tree_darkest = float(np.clip(0.7 * median_b, shadow + 10.0, 110.0))
+    built_min_texture = COARSE_BUILT_MIN_TEXTURE if pixel_size_m >= COARSE_PIXEL_M else p.built_min_texture
     return dataclasses.replace(p, exg_veg=exg_veg, ndvi_veg=ndvi_veg, tree_texture=tree_texture,
-                               shadow_brightness=shadow, water_brightness=water, tree_darkest=tree_darkest)
+                               shadow_brightness=shadow, water_brightness=water, tree_darkest=tree_darkest,
+                               built_min_texture=built_min_texture)
