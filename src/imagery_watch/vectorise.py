@@ -357,6 +357,11 @@ def _polygonise(labels: np.ndarray, n: int, row0: int, col0: int) -> np.ndarray:
         return np.empty(0, dtype=object)
     rings, ring_ends, poly_ends, values = [], [], [], []
     n_rings = 0
+    # only the bounding box of the changed pixels is traced (changes are sparse in most chunks)
+    rows = np.flatnonzero(labels.any(axis=1))
+    cols = np.flatnonzero(labels.any(axis=0))
+    labels = labels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    row0, col0 = row0 + int(rows[0]), col0 + int(cols[0])
     for geojson, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=4,
                                                     transform=Affine.identity()):
         for ring in geojson["coordinates"]:
