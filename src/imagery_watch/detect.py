@@ -48,8 +48,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .classes import LandCover
-from .classify import (ClassifierParams, classify_features, fit_classifier, majority_filter,
-                       otsu_threshold)
+from .classify import ClassifierParams, classify_features, fit_classifier, majority_filter
 from .clean import clean_halo_px, clean_mask, open_mask
 from .features import (block_all, block_majority, block_mean, block_std, box_max, box_min, compute_features,
                        features_halo_px, radius_px, upsample)

@@ -55,6 +55,16 @@ def file_stamp(path: str | os.PathLike) -> dict:
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def temporary_path(path: str | os.PathLike) -> Path:
+    """Where a writer puts ``path`` before renaming it into place: ``.<stem>.tmp<pid><suffix>``.
+
+    Hidden, in the same folder (so the rename is atomic), and named after the writing
+    process, so :meth:`JobFolder.prepare` can remove it once that process is gone.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
 def write_json_atomic(path: str | os.PathLike, data) -> None:
     """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
     path = Path(path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputFileError, OutputError
-from ..jobs import JobFolder
+from ..jobs import JobFolder, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -
         If the file cannot be written.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = temporary_path(path)
     try:
         tmp.write_text(text, encoding=encoding, newline="")
         os.replace(tmp, path)

@@ -24,6 +24,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from ..errors import InputFileError, OutputError
+from ..jobs import temporary_path as _tmp
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ CREATE TABLE IF NOT EXISTS layer_styles (
     update_time DATETIME DEFAULT CURRENT_TIMESTAMP
 )
 """
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
 
 
 def _fsync_file(path: Path) -> None:

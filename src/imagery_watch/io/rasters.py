@@ -9,6 +9,7 @@ the file themselves: the same code runs on threads or on a ``dask.distributed`` 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import xml.etree.ElementTree as ET
@@ -25,6 +26,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..errors import GridMismatchError, InputFileError
+from ..jobs import temporary_path
 from .integrity import (READ_ENV, decode_warnings, find_failing_sources, find_unreadable_files, open_or_report,
                         tiff_truncation, unreadable_sheet, unreadable_sheet_error, vrt_sources)
 
@@ -271,7 +273,7 @@ def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool) -> tuple:
         for m, off in zip(metas, offsets):
             add_source(mband, m, off, "mask,1")
     vrt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = vrt_path.with_name(vrt_path.name + f".tmp{os.getpid()}")
+    tmp = temporary_path(vrt_path)
     ET.ElementTree(root).write(tmp, encoding="utf-8")
     os.replace(tmp, vrt_path)
     log.info("mosaic of %d sheets from %s written to %s", len(metas), folder, vrt_path)
@@ -504,7 +506,6 @@ class EpochReader:
     def _read_shifted(self, ds, row0, col0, data, valid):
         """Bilinear sub-pixel translation with constant weights: the same value for a
         pixel whatever the window (unlike the GDAL warper's approximate transformer)."""
-        import math
         height, width = valid.shape
         dy, dx = self.subpixel_rc
         fy, fx = math.floor(dy), math.floor(dx)

@@ -21,6 +21,7 @@ from affine import Affine
 from rasterio import features
 
 from ..errors import InputFileError, OutputError, VectorLayerError
+from ..jobs import temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def _polygonal(geom):
 def write_job_layers(path: str | os.PathLike, layers: dict) -> None:
     """Write prepared layers (name -> GeoDataFrame) to one GeoPackage, atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.gpkg")
+    tmp = temporary_path(path)
     try:
         if tmp.exists():
             tmp.unlink()

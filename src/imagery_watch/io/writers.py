@@ -19,6 +19,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 
 from ..errors import InputFileError, OutputError
+from ..jobs import temporary_path as _tmp
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,6 @@ COMPRESSIONS = ("jpeg", "deflate")
 
 #: fixed timestamp written into GeoPackages so that files are reproducible
 GPKG_DATE = "2000-01-01T00:00:00.000Z"
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
