@@ -32,7 +32,6 @@ import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
-from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage import measure
@@ -57,7 +56,6 @@ PATCH_COLUMNS = (
 )
 
 _EDGES = ("top", "bottom", "left", "right")
-_FOUR = ndimage.generate_binary_structure(2, 1)
 
 
 @dataclass
@@ -297,13 +295,11 @@ def vectorise_block(rule: np.ndarray, *, score: np.ndarray, before_class: np.nda
     else:
         county_px = np.zeros((n, 1), np.int64)
 
-    anchor = np.zeros((n, 2), np.int64)
-    comp_rule = np.zeros(n, np.uint8)
-    for i, (rows, cols) in enumerate(ndimage.find_objects(labels)):
-        first_row = labels[rows.start, cols]
-        c = cols.start + int(np.argmax(first_row == i + 1))
-        anchor[i] = (row0 + rows.start, col0 + c)
-        comp_rule[i] = rule[rows.start, c]
+    # anchor: each component's first pixel in raster order (``idx`` is sorted)
+    _, first = np.unique(lab, return_index=True)
+    first_px = idx[first]
+    anchor = np.stack([row0 + first_px // w, col0 + first_px % w], axis=1).astype(np.int64)
+    comp_rule = rule.ravel()[first_px].astype(np.uint8)
 
     geometry = _polygonise(labels, n, row0, col0)
     log.debug("block (%d, %d) %dx%d: %d components", row0, col0, h, w, n)
