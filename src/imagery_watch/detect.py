@@ -405,37 +405,31 @@ def _detect_analysis(before, after, valid, farmland, *, rules, params: DetectorP
         return DetectResult(rule_map, score, cb, ca)
     usable = valid & ~blocked
     tall = {LandCover.BUILT, LandCover.TREE}
-    moved = {}  # per epoch that holds the new tall objects: where an old shadow may have moved to
-
-    def moved_shadow(epoch: str) -> np.ndarray:
-        if epoch not in moved:
-            if "kept" not in moved:  # trees and buildings present in both epochs
-                kept = (cb == ca) & ((cb == LandCover.BUILT) | (cb == LandCover.TREE))
-                moved["kept"] = box_max(kept.view(np.uint8), radius=r["shadow_reach"]).view(bool)
-            moved[epoch] = moved["kept"] & (darker_after if epoch == "after" else darker_before)
-        return moved[epoch]
-
+    near_kept = None  # near trees and buildings present in both epochs (computed when needed)
     for k in present[::-1]:  # reverse order so earlier rules overwrite later ones
         rule = rules[k - 1]
-        fired = raw == k
-        # a sun-angle change moves the shadows of the trees and buildings that were there
-        # all along: newly darkened ground near them is not new canopy or a new roof
+        # newly darkened pixels of the epoch that holds the rule's tall objects (new roofs or
+        # canopy after, demolished buildings before): their cast shadows
+        darkened = np.zeros_like(valid)
         if tall & {LandCover(c) for c in rule.after}:
-            fired &= ~moved_shadow("after")
+            darkened |= darker_after
         if tall & {LandCover(c) for c in rule.before}:
-            fired &= ~moved_shadow("before")
+            darkened |= darker_before
+        fired = raw == k
+        if darkened.any():
+            if near_kept is None:
+                kept = (cb == ca) & ((cb == LandCover.BUILT) | (cb == LandCover.TREE))
+                near_kept = box_max(kept.view(np.uint8), radius=r["shadow_reach"]).view(bool)
+            # a sun-angle change moves the shadows of the trees and buildings that were there
+            # all along: newly darkened ground near them is not new canopy or a new roof
+            fired &= ~(near_kept & darkened)
         m = clean_mask(fired, open_px=r["open"], close_px=r["close"], hole_px=r["hole"])
         m &= _where_mask(rule.where, farmland, usable)
-        # the shadow cast by what appeared (or, before, by what went) belongs to the change
-        shade = blocked.copy()
-        if tall & {LandCover(c) for c in rule.after}:
-            shade |= darker_after
-        if tall & {LandCover(c) for c in rule.before}:
-            shade |= darker_before
+        # the shadow cast by what appeared (or, before, by what went) belongs to the change;
         # grown only from the parts of the change at least a few metres wide, so slivers
         # along edges (misregistration, moved shadows) never spread into moved shadows
         seed = open_mask(m, radius=r["shadow_seed"])
-        _grow_into(seed, _where_mask(rule.where, farmland, shade & valid), steps=r["shadow_reach"])
+        _grow_into(seed, _where_mask(rule.where, farmland, (blocked | darkened) & valid), steps=r["shadow_reach"])
         m |= seed
         rule_map[m] = k
     return DetectResult(rule_map, score, cb, ca)
