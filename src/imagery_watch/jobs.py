@@ -13,7 +13,8 @@ absent: a job killed at any moment resumes by computing only the chunks whose fi
 missing. Every other file of the folder is written the same way (the patch file, the job
 state, the prepared layers and mosaics); a temporary file is named after the process that
 writes it (``.tmp<pid>``), and those of processes that are gone are removed when the next
-run prepares the folder (:meth:`JobFolder.remove_stale_temporaries`). ``<key>`` is a fingerprint of everything a chunk's result depends on (inputs,
+run prepares the folder (:meth:`JobFolder.remove_stale_temporaries`; names from
+:func:`temporary_path`). ``<key>`` is a fingerprint of everything a chunk's result depends on (inputs,
 their sizes and modification times, rules, fitted parameters, chunk size), so a re-run with
 the same inputs and config recomputes nothing, and a changed config never reuses stale
 chunks.
