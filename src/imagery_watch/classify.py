@@ -51,6 +51,14 @@ COARSE_PIXEL_M = 2.0
 COARSE_BUILT_MIN_TEXTURE = 4.0
 
 
+def check_fields(cls, data: dict, what: str) -> None:
+    """Refuse keys of ``data`` that are not fields of the dataclass ``cls`` (``ValueError``)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; known: {', '.join(sorted(names))}")
+
+
 @dataclass(frozen=True)
 class ClassifierParams:
     """Thresholds and window sizes of the rule-based classifier of one epoch.
@@ -118,10 +126,7 @@ class ClassifierParams:
     @classmethod
     def from_dict(cls, data: dict) -> "ClassifierParams":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown classifier parameter {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        check_fields(cls, data, "classifier parameter")
         return cls(**data)
 
     def radii_px(self, pixel_size_m: float) -> tuple:

@@ -48,7 +48,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .classes import LandCover
-from .classify import ClassifierParams, classify_features, fit_classifier, majority_filter
+from .classify import ClassifierParams, check_fields, classify_features, fit_classifier, majority_filter
 from .clean import clean_halo_px, clean_mask, open_mask
 from .features import (block_all, block_majority, block_mean, block_std, box_max, box_min, compute_features,
                        features_halo_px, radius_px, upsample)
@@ -130,10 +130,7 @@ class DetectorParams:
     @classmethod
     def from_dict(cls, data: dict) -> "DetectorParams":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown detector parameter {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        check_fields(cls, data, "detector parameter")
         d = dict(data)
         for key in ("before", "after"):
             if key in d and isinstance(d[key], dict):
