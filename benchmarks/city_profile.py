@@ -83,8 +83,11 @@ def profile_run(city: City, work: Path, *, chunk_px: int, profile_every: int) ->
     patch(pipeline, "rasterise_window", lambda path, layer, **k: f"rasterise {layer}")
     patch(pyogrio, "read_dataframe", "  of which pyogrio.read_dataframe (bbox query)")
     patch(rasterio.features, "rasterize", "  of which rasterio.features.rasterize")
-    for attr, name in (("apply_normalisation", "normalise"), ("detect_block", "detect_block"),
-                       ("vectorise_block", "vectorise_block"), ("save_pieces", "save_pieces"),
+    for attr, name in (("apply_normalisation", "normalise"), ("detect_analysis_block", "detect (analysis pixels)"),
+                       ("inexact_pixels", "find inexact analysis pixels"),
+                       ("vectorise_analysis_block", "vectorise (analysis pixels)"),
+                       ("expand_result", "  of which expand to input pixels"),
+                       ("vectorise_block", "vectorise (input pixels)"), ("save_pieces", "save_pieces"),
                        ("describe_epoch", "describe epoch (VRT)"), ("_prepare_layers", "prepare layers"),
                        ("_read_samples", "read sample blocks"), ("measure_shift", "measure shift"),
                        ("fit_normalisation", "fit normalisation"), ("fit_detector", "fit detector"),

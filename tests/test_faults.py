@@ -82,9 +82,9 @@ from imagery_watch.io import patches, rasters
 if point == "read":             # a window read of a chunk (before or after epoch)
     kill_at_entry(rasters.EpochReader, "read")
 elif point == "detect":         # detection of a chunk, its windows read
-    kill_at_entry(pipeline, "detect_block")
+    kill_at_entry(pipeline, "detect_analysis_block")
 elif point == "vectorise":      # polygons of a chunk, detection done
-    kill_at_entry(pipeline, "vectorise_block")
+    kill_at_entry(pipeline, "vectorise_analysis_block")
 elif point == "store-chunk":    # half of a chunk's result file written
     real_savez = np.savez_compressed
 

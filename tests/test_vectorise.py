@@ -304,3 +304,84 @@ def test_small_interior_components_dropped_early_give_the_same_patches():
     assert len(late) > 0
     assert list(early["patch_id"]) == list(late["patch_id"])
     assert np.allclose(early["area_m2"], late["area_m2"])
+
+
+# --------------------------------------------------------------------------------------
+# tracing at the analysis resolution
+
+
+def _analysis_scene(seed: int, shape: tuple, factor: int) -> dict:
+    """An analysis-resolution result of blobs and input-resolution layers whose boundaries
+    are off the analysis lattice (farmland, approved land, counties)."""
+    from imagery_watch.features import block_all
+
+    rng = np.random.default_rng(seed)
+    cshape = (-(-shape[0] // factor), -(-shape[1] // factor))
+    coarse = make_scene(seed, shape=cshape, sigma=1.5)
+    valid = np.ones(shape, bool)
+    valid[rng.integers(0, shape[0]):, : rng.integers(0, shape[1] // 4)] = False  # a nodata corner
+    coarse["rule"][~block_all(valid, factor)[:cshape[0], :cshape[1]]] = 0  # as detection leaves it
+    county = np.zeros(shape, np.uint16)
+    county[:, 7: shape[1] // 2 + 1] = 1
+    county[:, shape[1] // 2 + 1:] = 2
+    county[shape[0] // 2 + 3:, 2 * shape[1] // 3 - 2:] = 3
+    return {
+        "coarse": coarse, "valid": valid, "county": county,
+        "farmland": ndimage.gaussian_filter(rng.standard_normal(shape), 6) > 0,
+        "approved": ndimage.gaussian_filter(rng.standard_normal(shape), 6) > 0.1,
+    }
+
+
+@pytest.mark.parametrize("seed, shape, block", [
+    (1, (96, 120), (96, 120)),
+    (2, (98, 121), (32, 40)),  # partial analysis pixels along the bottom and right edges
+    (3, (100, 92), (24, 48)),
+])
+def test_tracing_at_the_analysis_resolution_gives_the_same_patches(seed, shape, block):
+    """vectorise_analysis_block == vectorise_block of the expanded result, for any chunking,
+    with rules cut to the farmland boundary, partial edge blocks and county boundaries."""
+    from imagery_watch.config import Rule
+    from imagery_watch.detect import DetectResult, expand_result, inexact_pixels
+    from imagery_watch.vectorise import vectorise_analysis_block
+
+    f = 4
+    s = _analysis_scene(seed, shape, f)
+    rules = [Rule(name=n, before=frozenset(), after=frozenset(), where=w, min_area_m2=a)
+             for n, w, a in zip(RULES, ("farmland", "anywhere", "outside_farmland"), (1.0, 0.0, 0.5))]
+    c = s["coarse"]
+    coarse = DetectResult(c["rule"], c["score"], c["before_class"], c["after_class"])
+    min_pixels = [int(r.min_area_m2 / PIXEL_AREA) for r in rules]
+    full = expand_result(coarse, factor=f, valid=s["valid"], farmland=s["farmland"], rules=rules)
+
+    def chunks():
+        for r0 in range(0, shape[0], block[0]):
+            for c0 in range(0, shape[1], block[1]):
+                yield np.s_[r0:r0 + block[0], c0:c0 + block[1]], r0, c0
+
+    reference, traced, expanded = [], [], []
+    for win, r0, c0 in chunks():
+        layers = {k: s[k][win] for k in ("farmland", "approved", "county")}
+        fw = full_win = tuple(full_part[win] for full_part in full)
+        reference.append(vectorise_block(fw[0], score=fw[1], before_class=fw[2], after_class=fw[3], **layers,
+                                         row0=r0, col0=c0, transform=TRANSFORM, min_pixels=min_pixels))
+        cwin = np.s_[r0 // f: -(-(r0 + block[0]) // f), c0 // f: -(-(c0 + block[1]) // f)]
+        part = DetectResult(*(a[cwin] for a in coarse))
+        core_shape = full_win[0].shape
+        valid, farmland = s["valid"][win], s["farmland"][win]
+
+        def expand(window, part=part, valid=valid, farmland=farmland):
+            expanded.append(window)
+            return expand_result(part, factor=f, valid=valid, farmland=farmland, rules=rules, window=window)
+
+        inexact = inexact_pixels(part.rule, factor=f, shape=core_shape, farmland=farmland, rules=rules)
+        traced.append(vectorise_analysis_block(
+            part.rule, score=part.score, before_class=part.before_class, after_class=part.after_class,
+            factor=f, shape=core_shape, inexact=inexact, expand=expand, **layers, row0=r0, col0=c0,
+            transform=TRANSFORM, min_pixels=min_pixels))
+    min_area = [r.min_area_m2 for r in rules]
+    want = merge(reference, min_area=min_area)
+    assert len(want) > 10
+    assert expanded  # some components did need input pixels
+    assert_same_table(merge(traced, min_area=min_area), want)
+    # only the components with inexact analysis pixels were expanded, one window each
+    assert len(expanded) < sum(len(p) for p in reference)

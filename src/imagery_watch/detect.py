@@ -50,10 +50,11 @@ import numpy as np
 from .classes import LandCover
 from .classify import ClassifierParams, check_fields, classify_features, fit_classifier, majority_filter
 from .clean import clean_halo_px, clean_mask, open_mask
-from .features import (block_all, block_majority, block_mean, block_std, box_max, box_min, compute_features,
+from .features import (block_all, block_count, block_majority, block_mean, block_std, box_max, box_min, compute_features,
                        features_halo_px, radius_px, upsample)
 
-__all__ = ["DetectorParams", "DetectResult", "fit_detector", "detect_block", "detect_halo_px",
+__all__ = ["DetectorParams", "DetectResult", "fit_detector", "detect_block", "detect_analysis_block",
+           "expand_result", "inexact_pixels", "detect_halo_px",
            "detect_lazy", "change_evidence", "CHANGE_FEATURES"]
 
 #: names of the features compared between epochs, in the order of offsets/scales
@@ -305,6 +306,31 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     minimum mapping unit is not applied (the vectoriser applies it on merged patches).
     Inputs are not modified.
     """
+    coarse, f = detect_analysis_block(before, after, valid, farmland=farmland, rules=rules, params=params,
+                                      pixel_size_m=pixel_size_m, core=core)
+    if f == 1:
+        return coarse
+    ys, xs = core if core is not None else (slice(0, valid.shape[0]), slice(0, valid.shape[1]))
+    return expand_result(coarse, factor=f, valid=np.asarray(valid, dtype=bool)[ys, xs],
+                         farmland=None if farmland is None else np.asarray(farmland, dtype=bool)[ys, xs],
+                         rules=rules)
+
+
+def detect_analysis_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *,
+                          farmland: np.ndarray | None, rules: Sequence, params: DetectorParams,
+                          pixel_size_m: float, core: tuple | None = None) -> tuple:
+    """:func:`detect_block` up to the analysis resolution: the first half of it.
+
+    Same parameters as :func:`detect_block`. Returns ``(coarse, factor)``: the
+    :class:`DetectResult` of the core's analysis pixels (``ceil(core / factor)`` on each
+    side; the last row and column may cover fewer input pixels) before the results are
+    repeated back to the input pixels, and the analysis factor. :func:`expand_result` turns
+    any window of it into the input-resolution result of :func:`detect_block`.
+
+    Changed analysis pixels are always wholly valid, so only rules tied to farmland (cut to
+    the farmland layer's boundary) make the input-resolution result differ from the coarse
+    result repeated: see :func:`inexact_pixels`.
+    """
     _check_inputs(before, after, valid, farmland)
     if len(rules) > 255:
         raise ValueError(f"at most 255 rules, found {len(rules)}")
@@ -320,34 +346,93 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
     if f == 1:
         res = _detect_analysis(before, after, valid, farmland, rules=rules, params=params,
                                pixel_size_m=pixel_size_m)
-        return DetectResult(*(np.ascontiguousarray(a[y0:y1, x0:x1]) for a in res))
+        return DetectResult(*(np.ascontiguousarray(a[y0:y1, x0:x1]) for a in res)), 1
     coarse = _detect_analysis(block_mean(before, f), block_mean(after, f), block_all(valid, f),
                               None if farmland is None else block_majority(farmland, f),
                               fine=(block_std(before, f), block_std(after, f)),
                               rules=rules, params=params, pixel_size_m=pixel_size_m * f)
+    cy, cx = slice(y0 // f, -(-y1 // f)), slice(x0 // f, -(-x1 // f))
+    return DetectResult(*(np.ascontiguousarray(a[cy, cx]) for a in coarse)), f
+
+
+def _cut_codes(rules: Sequence) -> np.ndarray:
+    """Per rule value: 1 = cut to inside farmland, 2 = cut to outside farmland, 0 = not cut."""
+    cut = np.zeros(256, np.uint8)
+    for k, rl in enumerate(rules, start=1):
+        cut[k] = {"farmland": 1, "outside_farmland": 2}.get(rl.where, 0)
+    return cut
+
+
+def expand_result(coarse: DetectResult, *, factor: int, valid: np.ndarray, farmland: np.ndarray | None,
+                  rules: Sequence, window: tuple | None = None) -> DetectResult:
+    """The second half of :func:`detect_block`: analysis pixels back to input pixels.
+
+    Parameters
+    ----------
+    coarse : DetectResult
+        From :func:`detect_analysis_block` (its core).
+    factor : int
+        The analysis factor it returned.
+    valid, farmland : ndarray (y, x), bool
+        Input-resolution masks of the core (``farmland`` None without a farmland layer).
+    rules : sequence of Rule
+        The rules of the detection.
+    window : (slice, slice), optional
+        Expand only this window of the core (input pixels; starts at multiples of
+        ``factor``). Default: the whole core.
+
+    Returns
+    -------
+    DetectResult
+        Input-resolution arrays of the window: the coarse values repeated, NODATA outside
+        ``valid``, and changes of rules tied to farmland cut to the farmland boundary.
+    """
+    f = int(factor)
+    ys, xs = window if window is not None else (slice(0, valid.shape[0]), slice(0, valid.shape[1]))
+    y0, y1, _ = ys.indices(valid.shape[0])
+    x0, x1, _ = xs.indices(valid.shape[1])
+    if y0 % f or x0 % f:
+        raise ValueError(f"window must start at multiples of the analysis factor {f}, found ({y0}, {x0})")
     shape = (y1 - y0, x1 - x0)
-    cy, cx = slice(y0 // f, None), slice(x0 // f, None)
-    rule = upsample(coarse.rule[cy, cx], f, shape)
-    score = upsample(coarse.score[cy, cx], f, shape)
-    cb = upsample(coarse.before_class[cy, cx], f, shape)
-    ca = upsample(coarse.after_class[cy, cx], f, shape)
-    valid = valid[y0:y1, x0:x1]
-    if farmland is not None:
-        farmland = farmland[y0:y1, x0:x1]
-    invalid = ~valid
+    cy, cx = slice(y0 // f, -(-y1 // f)), slice(x0 // f, -(-x1 // f))
+    rule, score, cb, ca = (upsample(a[cy, cx], f, shape) for a in coarse)
+    invalid = ~valid[y0:y1, x0:x1]
     rule[invalid] = 0
     score[invalid] = 0
     cb[invalid] = LandCover.NODATA
     ca[invalid] = LandCover.NODATA
     if farmland is not None:
         # patches follow the farmland boundary of the vector layer, not the analysis blocks
-        cut = np.zeros(256, np.uint8)  # 1: cut inside farmland, 2: cut outside
-        for k, rl in enumerate(rules, start=1):
-            cut[k] = {"farmland": 2, "outside_farmland": 1}.get(rl.where, 0)
+        cut = _cut_codes(rules)
         if cut.any():
             c = cut[rule]
-            rule[((c == 2) & ~farmland) | ((c == 1) & farmland)] = 0
+            farm = farmland[y0:y1, x0:x1]
+            rule[((c == 1) & ~farm) | ((c == 2) & farm)] = 0
     return DetectResult(rule, score, cb, ca)
+
+
+def inexact_pixels(coarse_rule: np.ndarray, *, factor: int, shape: tuple, farmland: np.ndarray | None,
+                   rules: Sequence) -> np.ndarray:
+    """Changed analysis pixels whose input pixels :func:`expand_result` does not all give
+    the coarse value: rules tied to farmland on blocks with input pixels on the wrong side
+    of the farmland boundary, and partial blocks along the bottom and right edges of a core of ``shape`` input pixels.
+
+    Every other changed analysis pixel stands for ``factor**2`` input pixels of its values.
+    """
+    f = int(factor)
+    out = np.zeros(coarse_rule.shape, bool)
+    if shape[0] % f:
+        out[-1] = True
+    if shape[1] % f:
+        out[:, -1] = True
+    if farmland is not None and f > 1:
+        cut = _cut_codes(rules)
+        if cut.any():
+            count = block_count(farmland, f)
+            c = cut[coarse_rule]
+            out |= ((c == 1) & (count < f * f)) | ((c == 2) & (count > 0))  # some input pixels cut
+    out &= coarse_rule > 0
+    return out
 
 
 def _detect_analysis(before, after, valid, farmland, *, rules, params: DetectorParams,

@@ -34,6 +34,7 @@ __all__ = [
     "block_mean",
     "block_std",
     "block_all",
+    "block_count",
     "block_majority",
     "upsample",
 ]
@@ -352,6 +353,14 @@ def block_all(mask: np.ndarray, factor: int) -> np.ndarray:
         return mask.astype(bool, copy=True)
     m = _pad_to_multiple(mask.astype(np.uint8), factor, fill=0)
     return _block_sums(m, factor) == factor * factor
+
+
+def block_count(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Number of True pixels in each ``factor x factor`` block (uint16; edge blocks are
+    padded with False)."""
+    if factor == 1:
+        return mask.astype(np.uint16)
+    return _block_sums(_pad_to_multiple(mask.astype(np.uint8), factor, fill=0), factor)
 
 
 def block_majority(mask: np.ndarray, factor: int) -> np.ndarray:

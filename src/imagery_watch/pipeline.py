@@ -26,7 +26,7 @@ import rasterio
 from . import __version__
 from .align import make_reader, measure_shift, plan_grid, unprocessed_areas
 from .config import Config
-from .detect import DetectorParams, detect_block, detect_halo_px, fit_detector
+from .detect import DetectorParams, detect_analysis_block, detect_halo_px, expand_result, fit_detector, inexact_pixels
 from .errors import ConfigError, GridMismatchError, InputFileError
 from .io.patches import (count_table_rows, read_patches, remove_partial_pieces, snapshot_geopackage,
                          write_patches)
@@ -34,7 +34,7 @@ from .io.rasters import EpochReader, Grid, describe_epoch
 from .io.vectors import rasterise_window, read_layer, write_job_layers
 from .jobs import JobFolder, file_stamp, fingerprint
 from .normalise import Normalisation, apply_normalisation, fit_normalisation
-from .vectorise import load_pieces, merge_pieces, save_pieces, vectorise_block
+from .vectorise import load_pieces, merge_pieces, save_pieces, vectorise_analysis_block, vectorise_block
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +113,37 @@ def process_chunk(task: ChunkTask) -> dict:
     after = apply_normalisation(after, task.normalisation)
     farmland = burn("farmland").astype(bool) if task.has_farmland else None
     params = DetectorParams.from_dict(task.params)
-    result = detect_block(before, after, valid, farmland=farmland, rules=task.rules, params=params,
-                          pixel_size_m=task.pixel_size_m, core=core)
+    coarse, f = detect_analysis_block(before, after, valid, farmland=farmland, rules=task.rules, params=params,
+                                      pixel_size_m=task.pixel_size_m, core=core)
     t_detect = time.perf_counter()
-    changed = bool(result.rule.any())  # approved land and counties matter on changed pixels only
+    changed = bool(coarse.rule.any())  # approved land and counties matter on changed pixels only
     approved = burn("approved")[core].astype(bool) if task.has_approved and changed else None
     county = burn("counties", values="county_index", dtype=np.uint16)[core] if task.has_counties and changed else None
-    pieces = vectorise_block(
-        result.rule, score=result.score, before_class=result.before_class,
-        after_class=result.after_class, farmland=None if farmland is None else farmland[core],
-        approved=approved, county=county, row0=task.row0, col0=task.col0, transform=grid.affine,
-        min_pixels=[int(math.floor(r.min_area_m2 / grid.pixel_area_m2)) for r in task.rules])  # conservative
+    valid_core = valid[core]
+    farm_core = None if farmland is None else farmland[core]
+    shape = (task.height, task.width)
+    min_pixels = [int(math.floor(r.min_area_m2 / grid.pixel_area_m2)) for r in task.rules]  # conservative
+
+    def expand(window=None):
+        return expand_result(coarse, factor=f, valid=valid_core, farmland=farm_core, rules=task.rules,
+                             window=window)
+
+    if f == 1:
+        pieces = vectorise_block(
+            coarse.rule, score=coarse.score, before_class=coarse.before_class, after_class=coarse.after_class,
+            farmland=farm_core, approved=approved, county=county, row0=task.row0, col0=task.col0,
+            transform=grid.affine, min_pixels=min_pixels)
+    else:
+        # traced at the analysis resolution; only components cut by the farmland boundary
+        # (or over a county boundary) are expanded to input pixels: same pieces, less work
+        inexact = inexact_pixels(coarse.rule, factor=f, shape=shape, farmland=farm_core, rules=task.rules)
+        pieces = vectorise_analysis_block(
+            coarse.rule, score=coarse.score, before_class=coarse.before_class, after_class=coarse.after_class,
+            factor=f, shape=shape, inexact=inexact, expand=expand, farmland=farm_core, approved=approved,
+            county=county, row0=task.row0, col0=task.col0, transform=grid.affine, min_pixels=min_pixels)
     save_pieces(pieces, task.out_path)
     t_vec = time.perf_counter()
-    stats.update(changed_pixels=int((result.rule > 0).sum()), read_s=t_read - t0,
+    stats.update(changed_pixels=int(pieces.pixel_count.sum()), read_s=t_read - t0,
                  detect_s=t_detect - t_read, vectorise_s=t_vec - t_detect)
     return stats
 

@@ -26,17 +26,19 @@ import dataclasses
 import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
+from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage import measure
 
 from .classes import M2_PER_MU, LandCover
+from .features import block_count, upsample
 from .io.patches import load_pieces, save_pieces
 
 log = logging.getLogger(__name__)
@@ -261,53 +263,219 @@ def vectorise_block(rule: np.ndarray, *, score: np.ndarray, before_class: np.nda
     labels, n = _label(rule)
     if min_pixels is not None and n:
         labels, n = _drop_small_interior(labels, n, rule, np.asarray(min_pixels, np.int64))
+    return _pieces(labels, n, rule, score=score, before_class=before_class, after_class=after_class,
+                   farmland=farmland, approved=approved, county=county, row0=row0, col0=col0,
+                   affine=affine, shape=shape)
+
+
+def _pieces(labels: np.ndarray, n: int, rule: np.ndarray, *, score, before_class, after_class, farmland,
+            approved, county, row0: int, col0: int, affine: tuple, shape: tuple, scale: int = 1) -> BlockPieces:
+    """The pieces of labelled components; with ``scale`` > 1 every label pixel stands for
+    ``scale x scale`` pixels of a core of ``shape`` (``farmland`` and ``approved`` then
+    hold counts of such pixels, ``county`` a code uniform over them)."""
+    h, w = shape
+    area = scale * scale
     flat = labels.ravel()
     idx = np.flatnonzero(flat)
     lab = flat[idx].astype(np.intp) - 1
+    lw = labels.shape[1]
 
-    edges = {"top": labels[0].copy(), "bottom": labels[-1].copy(),
-             "left": labels[:, 0].copy(), "right": labels[:, -1].copy()} if h and w else \
+    def edge(line: np.ndarray, length: int) -> np.ndarray:
+        return np.repeat(line, scale)[:length].copy() if scale > 1 else line.copy()
+
+    edges = {"top": edge(labels[0], w), "bottom": edge(labels[-1], w),
+             "left": edge(labels[:, 0], h), "right": edge(labels[:, -1], h)} if h and w else \
         {name: np.zeros(0, np.int32) for name in _EDGES}
 
     def count(weights=None) -> np.ndarray:
-        return np.rint(np.bincount(lab, weights=weights, minlength=n)).astype(np.int64) \
-            if weights is not None else np.bincount(lab, minlength=n).astype(np.int64)
+        if weights is None:
+            return np.bincount(lab, minlength=n).astype(np.int64) * area
+        return np.rint(np.bincount(lab, weights=weights, minlength=n)).astype(np.int64)
 
     def hist(codes: np.ndarray, width: int, name: str) -> np.ndarray:
         values = codes.ravel()[idx].astype(np.intp)
         if values.size and (values.max() >= width or values.min() < 0):
             raise ValueError(f"{name}: code {values.max()} outside 0..{width - 1}")
-        return np.bincount(lab * width + values, minlength=n * width).reshape(n, width).astype(np.int64)
+        return np.bincount(lab * width + values, minlength=n * width).reshape(n, width).astype(np.int64) * area
 
     s = score.ravel()[idx].astype(np.float64)
     if s.size and not np.isfinite(s).all():
         raise ValueError("score: non-finite values on changed pixels; fill them before vectorising")
     s = np.clip(s, 0.0, 1.0)
-    score_sum = count(np.rint(s * SCORE_SCALE))
+    score_sum = count(np.rint(s * SCORE_SCALE)) * area
     score_max = np.zeros(n, np.float64)
     np.maximum.at(score_max, lab, s)
     before_hist = hist(before_class, N_CLASSES, "before_class")
     after_hist = hist(after_class, N_CLASSES, "after_class")
-    farmland_px = count((farmland.ravel()[idx] != 0).astype(np.float64)) if farmland is not None else np.zeros(n, np.int64)
-    approved_px = count((approved.ravel()[idx] != 0).astype(np.float64)) if approved is not None else np.zeros(n, np.int64)
+
+    def inside(layer) -> np.ndarray:
+        if layer is None:
+            return np.zeros(n, np.int64)
+        v = layer.ravel()[idx]
+        return count((v != 0).astype(np.float64) if scale == 1 else v.astype(np.float64))
+
+    farmland_px = inside(farmland)
+    approved_px = inside(approved)
     if county is not None and idx.size:
         county_px = hist(county, int(county.ravel()[idx].max()) + 1, "county")
     else:
         county_px = np.zeros((n, 1), np.int64)
 
-    # anchor: each component's first pixel in raster order (``idx`` is sorted)
+    # anchor: each component's first pixel in raster order (``idx`` is sorted; a scaled
+    # component's first pixel is the first pixel of its first label pixel)
     _, first = np.unique(lab, return_index=True)
     first_px = idx[first]
-    anchor = np.stack([row0 + first_px // w, col0 + first_px % w], axis=1).astype(np.int64)
+    anchor = np.stack([row0 + (first_px // lw) * scale, col0 + (first_px % lw) * scale], axis=1).astype(np.int64)
     comp_rule = rule.ravel()[first_px].astype(np.uint8)
 
-    geometry = _polygonise(labels, n, row0, col0)
+    geometry = _polygonise(labels, n, row0, col0, scale)
     log.debug("block (%d, %d) %dx%d: %d components", row0, col0, h, w, n)
     return BlockPieces(
         row0=row0, col0=col0, shape=(h, w), transform=affine, rule=comp_rule, geometry=geometry,
         pixel_count=count(), score_sum=score_sum, score_max=score_max.astype(np.float32),
         before_hist=before_hist, after_hist=after_hist, farmland_px=farmland_px,
         approved_px=approved_px, county_px=county_px, anchor=anchor, edges=edges)
+
+
+def vectorise_analysis_block(rule: np.ndarray, *, score: np.ndarray, before_class: np.ndarray,
+                             after_class: np.ndarray, factor: int, shape: tuple, inexact: np.ndarray,
+                             expand: Callable, farmland: np.ndarray | None = None,
+                             approved: np.ndarray | None = None, county: np.ndarray | None = None,
+                             row0: int, col0: int, transform: Affine,
+                             min_pixels: Sequence[int] | None = None) -> BlockPieces:
+    """:func:`vectorise_block` of a result given at the analysis resolution; same pieces.
+
+    Components are traced on the analysis pixels and scaled by ``factor``, which is exact
+    for components whose every analysis pixel stands for ``factor x factor`` input pixels of
+    its own values; the few others (``inexact``: cut to the farmland boundary, partial
+    edge blocks, blocks over a county boundary) are expanded to input pixels each over its
+    bounding box and traced there. 16 times fewer pixels to label and trace at factor 4.
+
+    Parameters
+    ----------
+    rule, score, before_class, after_class : ndarray (cy, cx)
+        The analysis-resolution result of the core (``cy = ceil(shape[0] / factor)``).
+    factor : int
+        Input pixels per analysis pixel, along each axis.
+    shape : tuple of int
+        ``(height, width)`` of the core in input pixels.
+    inexact : ndarray (cy, cx), bool
+        Changed analysis pixels whose input pixels do not all take its values
+        (:func:`~imagery_watch.detect.inexact_pixels`).
+    expand : callable
+        ``expand((rows, cols))`` with slices of input pixels starting at multiples of
+        ``factor`` returns the input-resolution ``(rule, score, before_class,
+        after_class)`` of that window (:func:`~imagery_watch.detect.expand_result`).
+    farmland, approved, county, row0, col0, transform, min_pixels
+        As :func:`vectorise_block`, at input resolution (``shape``).
+
+    Returns
+    -------
+    BlockPieces
+        Whose merge gives the same patches as the pieces of :func:`vectorise_block` on the
+        expanded result.
+    """
+    f = int(factor)
+    h, w = (int(v) for v in shape)
+    rule = np.asarray(rule)
+    cshape = (-(-h // f), -(-w // f))
+    if rule.shape != cshape or np.shape(inexact) != cshape:
+        raise ValueError(f"rule and inexact: expected analysis shape {cshape} for a {shape} core at factor {f}, "
+                         f"found {rule.shape} and {np.shape(inexact)}")
+    if rule.dtype != np.uint8:
+        raise ValueError(f"rule: expected uint8, found {rule.dtype}")
+    farmland = _check_plane("farmland", farmland, (h, w), "bui")
+    approved = _check_plane("approved", approved, (h, w), "bui")
+    county = _check_plane("county", county, (h, w), "ui")
+    row0, col0 = int(row0), int(col0)
+    affine = tuple(float(v) for v in Affine(*tuple(transform)[:6])[:6])
+    inexact = np.asarray(inexact, bool) & (rule > 0)
+    county_c = None
+    if county is not None:
+        county_c = county[::f, ::f]
+        uniform = block_count(county == upsample(county_c, f, (h, w)), f) == f * f
+        inexact |= ~uniform & (rule > 0)
+
+    labels_all, n = _label(rule)
+    labels = labels_all
+    fine_ids = np.unique(labels[inexact]) if inexact.any() else np.zeros(0, np.int32)
+    simple = rule
+    if fine_ids.size:
+        fine = np.isin(labels_all, fine_ids)
+        simple = np.where(fine, 0, rule).astype(np.uint8)
+        labels, n = _label(simple)
+    if min_pixels is not None and n:
+        coarse_min = -(-np.asarray(min_pixels, np.int64) // (f * f))  # s * f**2 < m  <=>  s < ceil(m / f**2)
+        labels, n = _drop_small_interior(labels, n, simple, coarse_min)
+    pieces = _pieces(labels, n, simple, score=score, before_class=before_class, after_class=after_class,
+                     farmland=None if farmland is None else block_count(farmland != 0, f),
+                     approved=None if approved is None else block_count(approved != 0, f),
+                     county=county_c, row0=row0, col0=col0, affine=affine, shape=(h, w), scale=f)
+    if not fine_ids.size:
+        return pieces
+
+    # the components that need input pixels, each over its own bounding box
+    parts = []
+    boxes = ndimage.find_objects(np.where(fine, labels_all, 0))
+    for cid in fine_ids:
+        by, bx = boxes[cid - 1]
+        wy = slice(by.start * f, min(by.stop * f, h))
+        wx = slice(bx.start * f, min(bx.stop * f, w))
+        wshape = (wy.stop - wy.start, wx.stop - wx.start)
+        sub = expand((wy, wx))
+        member = upsample(labels_all[by, bx] == cid, f, wshape)
+        fine_rule = np.where(member, sub[0], 0).astype(np.uint8)
+        flabels, fn = _label(fine_rule)
+        if min_pixels is not None and fn:
+            # the window holds the whole component: only the core's edges can continue it
+            touch = (wy.start == 0, wy.stop == h, wx.start == 0, wx.stop == w)
+            flabels, fn = _drop_small_interior(flabels, fn, fine_rule, np.asarray(min_pixels, np.int64),
+                                               touch=touch)
+        if not fn:
+            continue
+
+        def cut(a, wy=wy, wx=wx):
+            return None if a is None else a[wy, wx]
+
+        parts.append((_pieces(flabels, fn, fine_rule, score=sub[1], before_class=sub[2], after_class=sub[3],
+                              farmland=cut(farmland), approved=cut(approved), county=cut(county),
+                              row0=row0 + wy.start, col0=col0 + wx.start, affine=affine, shape=wshape),
+                      (wy, wx)))
+    return _join(pieces, parts)
+
+
+def _join(a: BlockPieces, parts: list) -> BlockPieces:
+    """The pieces of a core (``a``) and of windows of it (``(pieces, (rows, cols))``, all
+    components disjoint) as the pieces of the core."""
+    if not parts:
+        return a
+    h, w = a.shape
+    edges = {name: e.copy() for name, e in a.edges.items()}
+    shift = len(a)
+    for b, (wy, wx) in parts:
+        for name, on_edge, lo in (("top", wy.start == 0, wx.start), ("bottom", wy.stop == h, wx.start),
+                                  ("left", wx.start == 0, wy.start), ("right", wx.stop == w, wy.start)):
+            if on_edge:
+                line = b.edges[name]
+                np.copyto(edges[name][lo:lo + line.size], line + np.int32(shift), where=line > 0)
+        shift += len(b)
+    every = [a] + [b for b, _ in parts]
+    width = max(p.county_px.shape[1] for p in every)
+
+    def cat(name):
+        return np.concatenate([getattr(p, name) for p in every])
+
+    county_px = np.zeros((shift, width), np.int64)
+    k = 0
+    for p in every:
+        county_px[k:k + len(p), :p.county_px.shape[1]] = p.county_px
+        k += len(p)
+    return BlockPieces(
+        row0=a.row0, col0=a.col0, shape=a.shape, transform=a.transform, rule=cat("rule"),
+        geometry=cat("geometry"), pixel_count=cat("pixel_count"), score_sum=cat("score_sum"),
+        score_max=cat("score_max"), before_hist=cat("before_hist"), after_hist=cat("after_hist"),
+        farmland_px=cat("farmland_px"), approved_px=cat("approved_px"), county_px=county_px,
+        anchor=cat("anchor"), edges=edges)
 
 
 def _label(rule: np.ndarray) -> tuple:
@@ -327,17 +495,21 @@ def _label(rule: np.ndarray) -> tuple:
     return labels, int(n)
 
 
-def _drop_small_interior(labels: np.ndarray, n: int, rule: np.ndarray, min_pixels: np.ndarray) -> tuple:
-    """Remove components below their rule's minimum that do not touch the block's edges."""
+def _drop_small_interior(labels: np.ndarray, n: int, rule: np.ndarray, min_pixels: np.ndarray,
+                         touch: tuple = (True, True, True, True)) -> tuple:
+    """Remove components below their rule's minimum that do not touch the block's edges
+    (of the edges ``top, bottom, left, right`` flagged in ``touch``: the others are not
+    chunk edges)."""
     flat = labels.ravel()
     changed = np.flatnonzero(flat)
     sizes = np.bincount(flat[changed], minlength=n + 1)
     comp_rule = np.zeros(n + 1, np.int64)
     comp_rule[flat[changed]] = rule.ravel()[changed]  # every pixel of a component has its rule
-    touch = np.zeros(n + 1, bool)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        touch[edge] = True  # may continue in the next block
-    drop = ~touch & (sizes < min_pixels[np.maximum(comp_rule, 1) - 1])
+    touches = np.zeros(n + 1, bool)
+    for edge, counts in zip((labels[0], labels[-1], labels[:, 0], labels[:, -1]), touch):
+        if counts:
+            touches[edge] = True  # may continue in the next block
+    drop = ~touches & (sizes < min_pixels[np.maximum(comp_rule, 1) - 1])
     drop[0] = False
     if not drop.any():
         return labels, n
@@ -347,8 +519,9 @@ def _drop_small_interior(labels: np.ndarray, n: int, rule: np.ndarray, min_pixel
     return remap[labels], int(kept.size)
 
 
-def _polygonise(labels: np.ndarray, n: int, row0: int, col0: int) -> np.ndarray:
-    """One canonical polygon per label, in global pixel coordinates."""
+def _polygonise(labels: np.ndarray, n: int, row0: int, col0: int, scale: int = 1) -> np.ndarray:
+    """One canonical polygon per label, in global pixel coordinates (a label pixel is
+    ``scale x scale`` pixels)."""
     if n == 0:
         return np.empty(0, dtype=object)
     rings, ring_ends, poly_ends, values = [], [], [], []
@@ -357,7 +530,7 @@ def _polygonise(labels: np.ndarray, n: int, row0: int, col0: int) -> np.ndarray:
     rows = np.flatnonzero(labels.any(axis=1))
     cols = np.flatnonzero(labels.any(axis=0))
     labels = labels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    row0, col0 = row0 + int(rows[0]), col0 + int(cols[0])
+    row0, col0 = row0 + int(rows[0]) * scale, col0 + int(cols[0]) * scale
     for geojson, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=4,
                                                     transform=Affine.identity()):
         for ring in geojson["coordinates"]:
@@ -369,7 +542,7 @@ def _polygonise(labels: np.ndarray, n: int, row0: int, col0: int) -> np.ndarray:
     values = np.asarray(values, np.intp) - 1
     if values.size != n or np.bincount(values, minlength=n).max() != 1:  # pragma: no cover
         raise RuntimeError("polygonising did not give exactly one polygon per component")
-    coords = np.concatenate(rings) + np.array([col0, row0], np.float64)
+    coords = np.concatenate(rings) * scale + np.array([col0, row0], np.float64)
     ring_offsets = np.concatenate([[0], np.cumsum([len(r) for r in rings])]).astype(np.int64)
     poly_offsets = np.concatenate([[0], poly_ends]).astype(np.int64)
     polys = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_offsets, poly_offsets))
