@@ -8,6 +8,7 @@ them on the chunk's pixel grid.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -157,11 +158,31 @@ def write_job_layers(path: str | os.PathLike, layers: dict) -> None:
         raise OutputError(f"{path}: cannot write the job's layers ({exc}); check the output folder") from None
 
 
+#: layers with at most this many features are read once per process by rasterise_window
+SMALL_LAYER_FEATURES = 64
+
+
+@functools.lru_cache(maxsize=16)
+def _small_layer(path: str, layer: str, values: str | None, stamp: tuple):
+    """The geometries and burn values of a layer of few features, or None for a larger one
+    (``stamp``: the file's size and modification time, so a changed file is read again)."""
+    if pyogrio.read_info(path, layer=layer)["features"] > SMALL_LAYER_FEATURES:
+        return None
+    _, _, wkb, fields = pyogrio.raw.read(path, layer=layer, columns=[values] if values else [])
+    if wkb is None or len(wkb) == 0:
+        return np.empty(0, object), np.zeros(0, np.int64)
+    geoms = shapely.from_wkb(wkb)
+    shapely.prepare(geoms)
+    return geoms, (np.asarray(fields[0]) if values else np.ones(len(wkb), np.int64))
+
+
 def rasterise_window(path: str | os.PathLike, layer: str, *, transform: Affine, shape: tuple,
                      values: str | None = None, dtype=np.uint8) -> np.ndarray:
     """Burn one layer of the job's GeoPackage onto a window's pixel grid.
 
-    Pixels whose centre lies in a polygon get 1 (or the feature's ``values`` field).
+    Pixels whose centre lies in a polygon get 1 (or the feature's ``values`` field; where
+    features overlap, the one written last). Layers of at most :data:`SMALL_LAYER_FEATURES`
+    features (counties) are read once per process; larger ones are queried by the window.
 
     Returns
     -------
@@ -171,13 +192,31 @@ def rasterise_window(path: str | os.PathLike, layer: str, *, transform: Affine, 
     left, top = transform.c, transform.f
     right, bottom = left + transform.a * width, top + transform.e * height
     bbox = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-    gdf = pyogrio.read_dataframe(path, layer=layer, bbox=bbox, columns=[values] if values else [])
     out = np.zeros(shape, dtype=dtype)
-    if len(gdf) == 0:
+    pad = 2 * max(abs(transform.a), abs(transform.e))
+    rect = shapely.box(bbox[0] - pad, bbox[1] - pad, bbox[2] + pad, bbox[3] + pad)
+    st = os.stat(path)
+    small = _small_layer(str(path), layer, values, (st.st_size, st.st_mtime_ns))
+    if small is not None:  # a few large polygons (counties): kept in memory, no query
+        geoms, burn = small
+        hit = shapely.intersects(geoms, rect)
+        geoms, burn = geoms[hit], burn[hit]
+    else:  # plain arrays, no GeoDataFrame: this runs for every chunk
+        _, fids, wkb, fields = pyogrio.raw.read(path, layer=layer, bbox=bbox, columns=[values] if values else [],
+                                                return_fids=True)
+        if wkb is None or len(wkb) == 0:
+            return out
+        order = np.argsort(fids, kind="stable")  # where features overlap, the last one wins
+        geoms = shapely.from_wkb(wkb[order])
+        burn = np.asarray(fields[0])[order] if values else np.ones(len(wkb), dtype)
+    # only the part inside the window (plus a pixel) matters: large polygons would
+    # otherwise cost all their vertices in every window
+    geoms = shapely.clip_by_rect(geoms, *rect.bounds)
+    keep = ~shapely.is_empty(geoms)
+    geoms, burn = geoms[keep], burn[keep]
+    if len(geoms) == 1 and shapely.contains_properly(geoms[0], rect.buffer(-pad / 2, join_style="mitre")):
+        out[...] = burn[0]  # the window lies inside one polygon
         return out
-    if values:
-        shapes = zip(gdf.geometry.values, gdf[values].to_numpy())
-    else:
-        shapes = ((g, 1) for g in gdf.geometry.values)
-    features.rasterize(shapes, out=out, transform=transform, dtype=dtype)
+    if len(geoms):
+        features.rasterize(zip(geoms, burn), out=out, transform=transform, dtype=dtype)
     return out
