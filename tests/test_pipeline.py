@@ -73,9 +73,9 @@ def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job,
         with get_task_stream(client) as stream:
             result = run_detect(config, client=client)
     assert result.summary["chunks_computed"] == result.summary["chunks_total"] == 12
-    chunk_tasks = [t for t in stream.data if "process_chunk" in t["key"]]
-    assert len(chunk_tasks) == 12
-    assert len({t["worker"] for t in chunk_tasks}) == 2, "the chunk tasks did not run on both workers"
+    strip_tasks = [t for t in stream.data if "process_strip" in t["key"]]
+    assert len(strip_tasks) == 3  # 3 rows of 4 chunks, one strip each
+    assert len({t["worker"] for t in strip_tasks}) == 2, "the chunk tasks did not run on both workers"
     assert_same_patches(result.patches, reference_job.patches)
 
 

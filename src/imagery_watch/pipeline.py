@@ -521,20 +521,46 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     return DetectResult(out_dir=folder.root, patches_path=folder.patches, patches=patches, summary=summary)
 
 
+#: neighbouring chunks of a row run one after the other in one task, up to this many: the
+#: image tiles their halos share are then decoded once (GDAL's block cache of the worker's
+#: open mosaic), not once per chunk
+STRIP_CHUNKS = 4
+
+
+def _strips(tasks: list, length: int = STRIP_CHUNKS) -> list:
+    """Group tasks (in grid order) into runs of at most ``length`` neighbours in one row."""
+    strips: list = []
+    for t in tasks:
+        last = strips[-1][-1] if strips else None
+        if last is not None and len(strips[-1]) < length and last.row == t.row and last.col + 1 == t.col:
+            strips[-1].append(t)
+        else:
+            strips.append([t])
+    return strips
+
+
+def process_strip(tasks: list) -> list:
+    """:func:`process_chunk` on neighbouring chunks, in order; one figures dict per chunk."""
+    return [process_chunk(t) for t in tasks]
+
+
 def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int) -> list:
-    """Run chunk tasks with Dask (local threads, or a distributed client)."""
+    """Run chunk tasks with Dask (local threads, or a distributed client), in strips of
+    neighbouring chunks (:data:`STRIP_CHUNKS`)."""
     if progress:
         progress(done0, total)
     if not tasks:
         return []
+    strips = _strips(tasks)
     if client is not None:
         from distributed import as_completed
 
-        futures = client.map(process_chunk, tasks, pure=False)
+        futures = client.map(process_strip, strips, pure=False)
         out, done = [], done0
         for fut in as_completed(futures):
-            out.append(fut.result())
-            done += 1
+            figures = fut.result()
+            out.extend(figures)
+            done += len(figures)
             if progress:
                 progress(done, total)
         return out
@@ -546,12 +572,13 @@ def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int
 
     class _Progress(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
-            if isinstance(result, dict) and "changed_pixels" in result:
-                counter["done"] += 1
+            if isinstance(result, list) and result and isinstance(result[0], dict) and "changed_pixels" in result[0]:
+                counter["done"] += len(result)
                 if progress:
                     progress(counter["done"], total)
 
-    delayed = [dask.delayed(process_chunk, pure=True)(t, dask_key_name=f"chunk-{t.row}-{t.col}") for t in tasks]
+    delayed = [dask.delayed(process_strip, pure=True)(s, dask_key_name=f"chunks-{s[0].row}-{s[0].col}-{len(s)}")
+               for s in strips]
     with _Progress():
         results = dask.compute(*delayed, scheduler="threads", num_workers=workers or os.cpu_count())
-    return list(results)
+    return [figures for strip in results for figures in strip]
