@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,7 +243,7 @@ def _luminance(img: np.ndarray) -> np.ndarray:
 
 
 def measure_shift(before_samples, after_samples, valid_samples, *, max_shift_px: float = 4.0,
-                  upsample: int = 10) -> ShiftEstimate:
+                  upsample: int = 10, workers: int = 1) -> ShiftEstimate:
     """Estimate the after-epoch's residual shift by phase correlation on sample blocks.
 
     Parameters
@@ -254,6 +255,8 @@ def measure_shift(before_samples, after_samples, valid_samples, *, max_shift_px:
         Shifts larger than this in a block are treated as failed matches.
     upsample : int
         Sub-pixel precision is 1 / upsample pixel.
+    workers : int
+        Threads measuring blocks at once (same result for any number).
 
     Returns
     -------
@@ -262,21 +265,26 @@ def measure_shift(before_samples, after_samples, valid_samples, *, max_shift_px:
     """
     from skimage.registration import phase_cross_correlation
 
-    shifts = []
-    for b, a, v in zip(before_samples, after_samples, valid_samples):
+    def block_shift(b, a, v):
         if v.mean() < 0.98:
-            continue
+            return None
         lb, la = _luminance(b), _luminance(a)
         if lb.std() < 4 or la.std() < 4:
-            continue
+            return None
         try:
             shift, error, _ = phase_cross_correlation(lb, la, upsample_factor=upsample, normalization=None)
         except ValueError:
-            continue
+            return None
         # shift registers `la` onto `lb`: content of after sits at -shift relative to before
         dy, dx = -float(shift[0]), -float(shift[1])
         if abs(dy) <= max_shift_px and abs(dx) <= max_shift_px:
-            shifts.append((dy, dx))
+            return dy, dx
+        return None
+
+    # FFTs and matrix products release the GIL: blocks run in parallel, results in order
+    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        found = list(pool.map(block_shift, before_samples, after_samples, valid_samples))
+    shifts = [s for s in found if s is not None]
     if not shifts:
         log.warning("no sample block had enough texture to measure misregistration; assuming none")
         return ShiftEstimate(0.0, 0.0, 0, 0.0)

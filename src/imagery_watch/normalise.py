@@ -90,13 +90,19 @@ def fit_normalisation(before_samples, after_samples, valid_samples, *, iteration
     if not before_samples:
         raise ValueError("fit_normalisation needs at least one sample block")
     bands = before_samples[0].shape[0]
-    b = np.concatenate([s[:, v] for s, v in zip(before_samples, valid_samples)], axis=1).astype(np.float32)
-    a = np.concatenate([s[:, v] for s, v in zip(after_samples, valid_samples)], axis=1).astype(np.float32)
-    if b.shape[1] < 1000:
+    # every step-th valid pixel of the samples in turn (deterministic, for speed)
+    where = [np.flatnonzero(v) for v in valid_samples]
+    total = sum(w.size for w in where)
+    if total < 1000:
         return Normalisation.identity(bands)
-    # subsample deterministically for speed
-    step = max(1, b.shape[1] // 400_000)
-    b, a = b[:, ::step], a[:, ::step]
+    step = max(1, total // 400_000)
+    picks, start = [], 0
+    for w in where:
+        first = -start % step  # the first index of this block on the global step lattice
+        picks.append(w[first::step])
+        start += w.size
+    b = np.concatenate([s.reshape(bands, -1)[:, k] for s, k in zip(before_samples, picks)], axis=1).astype(np.float32)
+    a = np.concatenate([s.reshape(bands, -1)[:, k] for s, k in zip(after_samples, picks)], axis=1).astype(np.float32)
     keep = np.ones(b.shape[1], dtype=bool)
     luts = np.stack([np.arange(256, dtype=np.float64)] * bands)
     for it in range(iterations + 1):

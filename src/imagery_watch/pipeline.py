@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -190,13 +191,11 @@ def _sample_windows(grid: Grid, *, n: int, block_px: int) -> list:
     return [(int(r), int(c), bh, bw) for r in rows for c in cols]
 
 
-def _read_samples(reader: EpochReader, windows: list) -> tuple:
-    data, valid = [], []
-    for r, c, h, w in windows:
-        d, v = reader.read(r, c, h, w)
-        data.append(d)
-        valid.append(v)
-    return data, valid
+def _read_samples(reader: EpochReader, windows: list, workers: int) -> tuple:
+    """Read the sample windows, ``workers`` at a time (decoding releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        read = list(pool.map(lambda win: reader.read(*win), windows))
+    return [d for d, _ in read], [v for _, v in read]
 
 
 def _prepare_layers(config: Config, grid: Grid, folder: JobFolder) -> tuple:
@@ -407,17 +406,20 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
         windows = _sample_windows(grid, n=SAMPLE_BLOCKS, block_px=SAMPLE_BLOCK_PX)
         before_reader0 = make_reader(before_info, grid, b_idx)
         after_reader0 = make_reader(after_info, grid, a_idx)
-        sb, vb = _read_samples(before_reader0, windows)
-        sa, va = _read_samples(after_reader0, windows)
+        threads = workers or config.processing.workers or os.cpu_count() or 1
+        sb, vb = _read_samples(before_reader0, windows, threads)
+        sa, va = _read_samples(after_reader0, windows, threads)
         if not any(v.any() for v in vb):
             raise InputFileError(f"{before_info.source}: the before epoch holds no valid pixel in the overlap "
                                  "(all nodata); check the file and its nodata/mask")
         if not any(v.any() for v in va):
             raise InputFileError(f"{after_info.source}: the after epoch holds no valid pixel in the overlap "
                                  "(all nodata); check the file and its nodata/mask")
-        shift = measure_shift(sb, sa, [x & y for x, y in zip(vb, va)], max_shift_px=config.processing.max_shift_px)
+        shift = measure_shift(sb, sa, [x & y for x, y in zip(vb, va)], max_shift_px=config.processing.max_shift_px,
+                              workers=threads)
         after_reader1 = make_reader(after_info, grid, a_idx, shift_rc=_read_shift(shift.dy, shift.dx, factor))
-        sa, va = _read_samples(after_reader1, windows)
+        if after_reader1 != after_reader0:  # the shift moves the reads
+            sa, va = _read_samples(after_reader1, windows, threads)
         valid_s = [x & y for x, y in zip(vb, va)]
         norm = fit_normalisation(sb, sa, valid_s)
         sa_n = [apply_normalisation(a, norm) for a in sa]
