@@ -50,8 +50,8 @@ import numpy as np
 from .classes import LandCover
 from .classify import ClassifierParams, check_fields, classify_features, fit_classifier, majority_filter
 from .clean import clean_halo_px, clean_mask, open_mask
-from .features import (block_all, block_count, block_majority, block_mean, block_std, box_max, box_min, compute_features,
-                       features_halo_px, radius_px, upsample)
+from .features import (block_all, block_count, block_majority, block_stats, box_max, box_min, compute_features,
+                       features_halo_px, map_bands, radius_px, upsample)
 
 __all__ = ["DetectorParams", "DetectResult", "fit_detector", "detect_block", "detect_analysis_block",
            "expand_result", "inexact_pixels", "detect_halo_px",
@@ -318,10 +318,13 @@ def detect_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, fa
 
 def detect_analysis_block(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *,
                           farmland: np.ndarray | None, rules: Sequence, params: DetectorParams,
-                          pixel_size_m: float, core: tuple | None = None) -> tuple:
+                          pixel_size_m: float, core: tuple | None = None,
+                          after_lut: np.ndarray | None = None) -> tuple:
     """:func:`detect_block` up to the analysis resolution: the first half of it.
 
-    Same parameters as :func:`detect_block`. Returns ``(coarse, factor)``: the
+    Same parameters as :func:`detect_block`, and ``after_lut``: look-up tables (band, 256)
+    that ``after`` goes through first (the radiometric normalisation), applied while the
+    blocks are averaged (one pass over the pixels). Returns ``(coarse, factor)``: the
     :class:`DetectResult` of the core's analysis pixels (``ceil(core / factor)`` on each
     side; the last row and column may cover fewer input pixels) before the results are
     repeated back to the input pixels, and the analysis factor. :func:`expand_result` turns
@@ -344,13 +347,16 @@ def detect_analysis_block(before: np.ndarray, after: np.ndarray, valid: np.ndarr
     if y0 % f or x0 % f:
         raise ValueError(f"core must start at multiples of the analysis factor {f}, found ({y0}, {x0})")
     if f == 1:
+        if after_lut is not None:
+            after = map_bands(after, after_lut)
         res = _detect_analysis(before, after, valid, farmland, rules=rules, params=params,
                                pixel_size_m=pixel_size_m)
         return DetectResult(*(np.ascontiguousarray(a[y0:y1, x0:x1]) for a in res)), 1
-    coarse = _detect_analysis(block_mean(before, f), block_mean(after, f), block_all(valid, f),
+    mean_b, fine_b = block_stats(before, f)
+    mean_a, fine_a = block_stats(after, f, after_lut)
+    coarse = _detect_analysis(mean_b, mean_a, block_all(valid, f),
                               None if farmland is None else block_majority(farmland, f),
-                              fine=(block_std(before, f), block_std(after, f)),
-                              rules=rules, params=params, pixel_size_m=pixel_size_m * f)
+                              fine=(fine_b, fine_a), rules=rules, params=params, pixel_size_m=pixel_size_m * f)
     cy, cx = slice(y0 // f, -(-y1 // f)), slice(x0 // f, -(-x1 // f))
     return DetectResult(*(np.ascontiguousarray(a[cy, cx]) for a in coarse)), f
 
@@ -620,11 +626,10 @@ def fit_detector(before_samples, after_samples, valid_samples, *, pixel_size_m: 
                          f"found {len(before_samples)}, {len(after_samples)}, {len(valid_samples)}")
     base = base or DetectorParams()
     f = base.factor(pixel_size_m)
-    fine_b = [block_std(b, f) if f > 1 else None for b in before_samples]
-    fine_a = [block_std(a, f) if f > 1 else None for a in after_samples]
+    fine_b = fine_a = [None] * len(before_samples)
     if f > 1:
-        before_samples = [block_mean(b, f) for b in before_samples]
-        after_samples = [block_mean(a, f) for a in after_samples]
+        before_samples, fine_b = zip(*(block_stats(b, f) for b in before_samples))
+        after_samples, fine_a = zip(*(block_stats(a, f) for a in after_samples))
         valid_samples = [block_all(np.asarray(v, dtype=bool), f) for v in valid_samples]
         pixel_size_m = pixel_size_m * f
     pb = fit_classifier(before_samples, valid_samples, pixel_size_m=pixel_size_m, base=base.before)

@@ -33,6 +33,8 @@ __all__ = [
     "features_halo_px",
     "block_mean",
     "block_std",
+    "block_stats",
+    "map_bands",
     "block_all",
     "block_count",
     "block_majority",
@@ -344,6 +346,110 @@ def block_std(image: np.ndarray, factor: int) -> np.ndarray:
     out = np.sqrt(var.astype(np.float32))
     out *= np.float32(1.0 / n)
     return out
+
+
+def map_bands(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Each band of a (band, y, x) uint8 image through its own look-up table
+    (``lut[band]``, 256 uint8 values); a new array. No halo."""
+    lut = np.asarray(lut, np.uint8)
+    out = np.empty_like(image)
+    rows = 256  # np.take converts its indices to intp: strips keep that temporary small
+    for k in range(image.shape[0]):
+        for y0 in range(0, image.shape[1], rows):
+            np.take(lut[k], image[k, y0:y0 + rows], out=out[k, y0:y0 + rows])
+    return out
+
+
+_BLOCK_STATS = None  # the compiled kernel, made on first use (importing numba takes a while)
+
+
+def _block_stats_kernel():
+    global _BLOCK_STATS
+    if _BLOCK_STATS is None:
+        import numba
+
+        @numba.njit(nogil=True, cache=True)
+        def kernel(img, lut, factor, mean, std):  # pragma: no cover (compiled)
+            nb, ny, nx = img.shape
+            by_n, bx_n = mean.shape[1], mean.shape[2]
+            n = factor * factor
+            inv = np.float32(1.0 / n)
+            acc = np.zeros((nb, bx_n), np.int32)
+            s1 = np.zeros(bx_n, np.int32)
+            s2 = np.zeros(bx_n, np.int64)
+            l0, l1, l2 = lut[0], lut[1], lut[2]
+            for by in range(by_n):
+                acc[:] = 0
+                s1[:] = 0
+                s2[:] = 0
+                for i in range(factor):
+                    y = min(by * factor + i, ny - 1)  # partial blocks repeat the edge pixels
+                    r_row, g_row, b_row = img[0, y], img[1, y], img[2, y]
+                    for bx in range(bx_n):
+                        ar = 0
+                        ag = 0
+                        ab = 0
+                        a1 = 0
+                        a2 = 0
+                        for j in range(factor):
+                            x = min(bx * factor + j, nx - 1)
+                            r = np.int32(l0[r_row[x]])
+                            g = np.int32(l1[g_row[x]])
+                            b = np.int32(l2[b_row[x]])
+                            ar += r
+                            ag += g
+                            ab += b
+                            lum = (r + 2 * g + b + 2) >> 2  # as luminance()
+                            a1 += lum
+                            a2 += lum * lum
+                        acc[0, bx] += ar
+                        acc[1, bx] += ag
+                        acc[2, bx] += ab
+                        s1[bx] += a1
+                        s2[bx] += a2
+                    for k in range(3, nb):  # NIR: means only
+                        lk, row = lut[k], img[k, y]
+                        for bx in range(bx_n):
+                            a = 0
+                            for j in range(factor):
+                                a += np.int32(lk[row[min(bx * factor + j, nx - 1)]])
+                            acc[k, bx] += a
+                for bx in range(bx_n):
+                    for k in range(nb):
+                        mean[k, by, bx] = (acc[k, bx] + n // 2) // n
+                    var = s2[bx] * n - np.int64(s1[bx]) * s1[bx]  # n**2 * variance, exact
+                    std[by, bx] = np.sqrt(np.float32(var)) * inv
+        _BLOCK_STATS = kernel
+    return _BLOCK_STATS
+
+
+def block_stats(image: np.ndarray, factor: int, lut: np.ndarray | None = None) -> tuple:
+    """:func:`block_mean` and :func:`block_std` of ``image`` (mapped through ``lut`` first,
+    as :func:`map_bands`) in one pass over its pixels: the same values, bit for bit.
+
+    A compiled kernel (numba) that releases the GIL, so worker threads run it in parallel.
+    Returns ``(mean, std)``: (band, ny, nx) uint8 and (ny, nx) float32, ``ny = ceil(y / factor)``.
+    """
+    if factor == 1:
+        image = image if lut is None else map_bands(image, lut)
+        return image.copy() if lut is None else image, block_std(image, 1)
+    if not 1 <= factor <= 16:
+        raise ValueError(f"factor must be 1..16, found {factor}")
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    nb, ny, nx = image.shape
+    if nb < 3:
+        raise ValueError(f"image must have at least 3 bands (R, G, B), found {nb}")
+    if lut is None:
+        lut = np.broadcast_to(np.arange(256, dtype=np.uint8), (nb, 256))
+    lut = np.ascontiguousarray(lut, dtype=np.uint8)
+    if lut.shape != (nb, 256):
+        raise ValueError(f"lut must be (bands, 256) = ({nb}, 256), found {lut.shape}")
+    shape = (-(-ny // factor), -(-nx // factor))
+    mean = np.empty((nb,) + shape, np.uint8)
+    std = np.empty(shape, np.float32)
+    if ny and nx:
+        _block_stats_kernel()(image, lut, int(factor), mean, std)
+    return mean, std
 
 
 def block_all(mask: np.ndarray, factor: int) -> np.ndarray:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .features import map_bands
+
 #: quantiles matched between epochs
 _QUANTILES = np.linspace(0.005, 0.995, 100)
 
@@ -135,10 +137,4 @@ def apply_normalisation(after: np.ndarray, norm: Normalisation) -> np.ndarray:
     -----
     Pixel-wise: needs no halo and gives the same result for any chunking.
     """
-    lut = norm.as_array()
-    out = np.empty_like(after)
-    rows = 256  # np.take converts its indices to intp: strips keep that temporary small
-    for k in range(after.shape[0]):
-        for y0 in range(0, after.shape[1], rows):
-            np.take(lut[k], after[k, y0:y0 + rows], out=out[k, y0:y0 + rows])
-    return out
+    return map_bands(after, norm.as_array())

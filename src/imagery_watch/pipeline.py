@@ -111,11 +111,11 @@ def process_chunk(task: ChunkTask) -> dict:
         save_pieces(pieces, task.out_path)
         stats.update(read_s=t_read - t0, detect_s=0.0, vectorise_s=0.0)
         return stats
-    after = apply_normalisation(after, task.normalisation)
     farmland = burn("farmland").astype(bool) if task.has_farmland else None
     params = DetectorParams.from_dict(task.params)
     coarse, f = detect_analysis_block(before, after, valid, farmland=farmland, rules=task.rules, params=params,
-                                      pixel_size_m=task.pixel_size_m, core=core)
+                                      pixel_size_m=task.pixel_size_m, core=core,
+                                      after_lut=task.normalisation.as_array())
     t_detect = time.perf_counter()
     changed = bool(coarse.rule.any())  # approved land and counties matter on changed pixels only
     approved = burn("approved")[core].astype(bool) if task.has_approved and changed else None
