@@ -117,7 +117,7 @@ class ChangeModel:
         return {"format_version": FORMAT_VERSION, "feature_names": list(self.feature_names), "bands": self.bands,
                 "pixel_size_m": self.pixel_size_m, "analysis_m": self.analysis_m, "threshold": self.threshold,
                 "open_m": self.open_m, "close_m": self.close_m, "hole_m": self.hole_m,
-                "estimator": type(self.estimator).__name__, "sklearn_version": sklearn.__version__,
+                "estimator": getattr(self.estimator, "describe", lambda: type(self.estimator).__name__)(), "sklearn_version": sklearn.__version__,
                 "summary": self.summary}
 
 
@@ -189,6 +189,64 @@ def _new_estimator(seed: int):
                                           l2_regularization=1.0, early_stopping=False, random_state=seed)
 
 
+class BaggedClassifier:
+    """Mean probability of classifiers each fitted on all change pixels and its own share
+    of the no-change pixels: uses more of the no-change pixels than one balanced sample,
+    and steadier than any one member (few labelled scenes make single fits noisy)."""
+
+    def __init__(self, members: list):
+        self.members = list(members)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        out = self.members[0].predict_proba(x)
+        for m in self.members[1:]:
+            out += m.predict_proba(x)
+        out /= len(self.members)
+        return out
+
+    def describe(self) -> str:
+        return f"{len(self.members)} x {type(self.members[0]).__name__}"
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """Training rows: features (n, features), label, fold and bag (-1 = every bag) per row."""
+
+    x: np.ndarray
+    y: np.ndarray
+    group: np.ndarray
+    bag: np.ndarray
+
+
+def _bag_ids(rng, n: int, per_bag: int, bags: int) -> np.ndarray:
+    """Bag of each of ``n`` candidates (-1 = not drawn): ``per_bag`` distinct ones per bag,
+    disjoint between bags while there are enough candidates."""
+    out = np.full(n, -1, np.int16)
+    order = rng.permutation(n)
+    if per_bag * bags <= n:
+        for b in range(bags):
+            out[order[b * per_bag:(b + 1) * per_bag]] = b
+        return out
+    # too few to keep the bags apart: each bag draws its own, the last draw of a row wins
+    for b in range(bags):
+        out[rng.choice(n, per_bag, replace=False)] = b
+    return out
+
+
+def _fit_bags(sample: _Sample, rows: np.ndarray, *, seed: int, threads: int):
+    """A :class:`BaggedClassifier` fitted on ``rows`` of the sample (None: a class is missing)."""
+    members = []
+    for b in range(int(sample.bag.max()) + 1):
+        take = rows & ((sample.bag == -1) | (sample.bag == b))
+        if len(np.unique(sample.y[take])) < 2:
+            continue
+        with _openmp_threads(threads):
+            members.append(_new_estimator(seed + b).fit(sample.x[take], sample.y[take]))
+    if not members:
+        return None
+    return members[0] if len(members) == 1 else BaggedClassifier(members)
+
+
 def _groups(prepared: list) -> tuple:
     """Fold id per analysis pixel of each pair: the pair (3 pairs or more) or its quarter."""
     if len(prepared) >= 3:
@@ -224,7 +282,7 @@ def _choose_threshold(model: ChangeModel, prepared: list, labels: list, probs: l
 
 
 def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed: int = 0,
-                     max_samples: int = 200_000, analysis_m: float = ANALYSIS_M, threads: int = 1,
+                     max_samples: int = 200_000, bags: int = 1, analysis_m: float = ANALYSIS_M, threads: int = 1,
                      on_event: Callable[[str], None] | None = None) -> ChangeModel:
     """Train a change model on labelled pairs.
 
@@ -238,7 +296,10 @@ def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed
     seed : int
         Seed of the pixel sample and of the estimator: same inputs and seed, same model.
     max_samples : int
-        Analysis pixels sampled for training (change pixels up to half of them).
+        Analysis pixels sampled per bag (change pixels up to half of them).
+    bags : int
+        Classifiers averaged; each sees every sampled change pixel and as many no-change
+        pixels of its own.
     analysis_m : float
         Analysis resolution in metres.
     threads : int
@@ -263,6 +324,8 @@ def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed
         raise ValueError("fit_change_model needs at least one labelled pair")
     if max_samples < 100:
         raise ValueError(f"max_samples must be >= 100, found {max_samples}")
+    if bags < 1:
+        raise ValueError(f"bags must be >= 1, found {bags}")
     bands = {p.before.shape[0] for p in pairs if isinstance(p.before, np.ndarray) and p.before.ndim == 3}
     if len(bands) > 1:
         raise InputFileError(f"the pairs mix {' and '.join(map(str, sorted(bands)))} bands; train on pairs with the "
@@ -281,49 +344,49 @@ def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed
         raise ValueError(f"the labels hold {n_pos} change and {n_neg} no-change analysis pixels; training needs "
                          "both (labels are 0/255 or 0/1 masks, change = 255 or 1)")
     groups, k, grouping = _groups(prepared)
-    # balanced sample: as many no-change as change pixels, at most max_samples in all
+    # every change pixel (up to half of max_samples) in every bag; per bag as many no-change pixels
     rng = np.random.default_rng(seed)
     take_pos = min(n_pos, max_samples // 2)
     take_neg = min(n_neg, max_samples - take_pos, max(_NO_CHANGE_PER_CHANGE * take_pos, 50))
-    flat = [(np.flatnonzero(y.ravel()), np.flatnonzero((p.valid & ~y).ravel())) for p, y in zip(prepared, labels)]
+    neg_bag = _bag_ids(rng, n_neg, take_neg, bags)
     pos_pick = np.sort(rng.choice(n_pos, take_pos, replace=False))
-    neg_pick = np.sort(rng.choice(n_neg, take_neg, replace=False))
-    xs, ys, gs = [], [], []
+    neg_pick = np.flatnonzero(neg_bag >= 0)
+    flat = [(np.flatnonzero(y.ravel()), np.flatnonzero((p.valid & ~y).ravel())) for p, y in zip(prepared, labels)]
+    xs, ys, gs, bs = [], [], [], []
     pos_off = neg_off = 0
     for p, y, g, (pos, neg) in zip(prepared, labels, groups, flat):
-        idx = np.concatenate([pos[pos_pick[(pos_pick >= pos_off) & (pos_pick < pos_off + pos.size)] - pos_off],
-                              neg[neg_pick[(neg_pick >= neg_off) & (neg_pick < neg_off + neg.size)] - neg_off]])
+        pi = pos_pick[(pos_pick >= pos_off) & (pos_pick < pos_off + pos.size)] - pos_off
+        ni = neg_pick[(neg_pick >= neg_off) & (neg_pick < neg_off + neg.size)]
+        idx = np.concatenate([pos[pi], neg[ni - neg_off]])
+        bs.append(np.concatenate([np.full(pi.size, -1, np.int16), neg_bag[ni]]))
         pos_off, neg_off = pos_off + pos.size, neg_off + neg.size
         feats = np.concatenate([x for _, _, x in p.strips()], axis=1).reshape(-1, y.size)
         xs.append(feats[:, idx].T)
         ys.append(y.ravel()[idx])
         gs.append(g.ravel()[idx])
-    x_all, y_all, g_all = np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
-    say(f"{len(pairs)} pairs, {take_pos:,} change and {take_neg:,} no-change pixels sampled "
-        f"(of {n_pos:,} and {n_neg:,}), {x_all.shape[1]} features")
+    sample = _Sample(np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), np.concatenate(bs))
+    say(f"{len(pairs)} pairs, {take_pos:,} change and {bags} x {take_neg:,} no-change pixels sampled "
+        f"(of {n_pos:,} and {n_neg:,}), {sample.x.shape[1]} features")
     names = feature_names(next(iter(bands)))
     model = ChangeModel(estimator=None, feature_names=names, bands=next(iter(bands)),
                         pixel_size_m=float(pixel_size_m), analysis_m=float(analysis_m))
     # out-of-fold probabilities, for the threshold
     probs = [np.zeros(y.shape, np.float32) for y in labels]
     for fold in range(k):
-        train = g_all != fold
-        if not train.any() or len(np.unique(y_all[train])) < 2:
+        est = _fit_bags(sample, sample.group != fold, seed=seed, threads=threads)
+        if est is None:
             continue
-        with _openmp_threads(threads):
-            est = _new_estimator(seed).fit(x_all[train], y_all[train])
         for p, g, pr in zip(prepared, groups, probs):
             held = g == fold
             if held.any():
                 pr[held] = _probability(p, est)[held]
         say(f"fold {fold + 1}/{k} ({grouping}) done")
     f1, threshold, (tp, fp, fn) = _choose_threshold(model, prepared, labels, probs)
-    with _openmp_threads(threads):
-        estimator = _new_estimator(seed).fit(x_all, y_all)
+    estimator = _fit_bags(sample, np.ones(sample.y.size, bool), seed=seed, threads=threads)
     summary = {
         "pairs": [p.name for p in prepared], "pixel_size_m": float(pixel_size_m), "seed": int(seed),
         "max_samples": int(max_samples), "samples_change": int(take_pos), "samples_no_change": int(take_neg),
-        "change_pixels": n_pos, "no_change_pixels": n_neg, "folds": k, "folds_by": grouping,
+        "bags": int(bags), "change_pixels": n_pos, "no_change_pixels": n_neg, "folds": k, "folds_by": grouping,
         "out_of_fold": {"threshold": threshold, "f1": round(f1, 4),
                         "precision": round(tp / max(tp + fp, 1), 4), "recall": round(tp / max(tp + fn, 1), 4)},
         "seconds": round(time.perf_counter() - t0, 1),
