@@ -74,7 +74,7 @@ def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job,
             result = run_detect(config, client=client)
     assert result.summary["chunks_computed"] == result.summary["chunks_total"] == 12
     strip_tasks = [t for t in stream.data if "process_strip" in t["key"]]
-    assert len(strip_tasks) == 3  # 3 rows of 4 chunks, one strip each
+    assert len(strip_tasks) >= 2  # blocks of neighbouring chunks, one task each
     assert len({t["worker"] for t in strip_tasks}) == 2, "the chunk tasks did not run on both workers"
     assert_same_patches(result.patches, reference_job.patches)
 
@@ -214,3 +214,20 @@ def test_chunk_size_off_the_analysis_lattice_is_refused_before_work(scene_config
     with pytest.raises(ConfigError, match=r"chunk_px = 1001: must be a multiple of 4.*use 1000"):
         run_detect(config)
     assert not list((tmp_path / "job").glob("chunks/*/*.npz"))
+
+
+def test_chunk_tasks_are_grouped_in_blocks_of_neighbours():
+    """Blocks of GROUP_CHUNKS (columns, rows), raster order inside, every task once."""
+    from types import SimpleNamespace
+
+    from imagery_watch.pipeline import _strips
+
+    tasks = [SimpleNamespace(row=i, col=j) for i in range(5) for j in range(7)]
+    groups = _strips(tasks, (4, 2))
+    assert sorted((t.row, t.col) for g in groups for t in g) == [(t.row, t.col) for t in tasks]
+    assert [len(g) for g in groups] == [8, 6, 8, 6, 4, 3]
+    for g in groups:
+        assert [(t.row, t.col) for t in g] == sorted((t.row, t.col) for t in g)
+        assert len({t.row // 2 for t in g}) == 1 and len({t.col // 4 for t in g}) == 1
+    # resuming: finished chunks are left out, the rest keep their blocks
+    assert [len(g) for g in _strips(tasks[9:], (4, 2))] == [2, 3, 8, 6, 4, 3]

@@ -523,22 +523,20 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     return DetectResult(out_dir=folder.root, patches_path=folder.patches, patches=patches, summary=summary)
 
 
-#: neighbouring chunks of a row run one after the other in one task, up to this many: the
-#: image tiles their halos share are then decoded once (GDAL's block cache of the worker's
-#: open mosaic), not once per chunk
-STRIP_CHUNKS = 4
+#: neighbouring chunks run one after the other in one task, in blocks of this many columns
+#: and rows of chunks (raster order inside): the image tiles their halos share are then
+#: decoded once (GDAL's block cache of the worker's open mosaic), not once per chunk
+GROUP_CHUNKS = (4, 2)
 
 
-def _strips(tasks: list, length: int = STRIP_CHUNKS) -> list:
-    """Group tasks (in grid order) into runs of at most ``length`` neighbours in one row."""
-    strips: list = []
+def _strips(tasks: list, shape: tuple = GROUP_CHUNKS) -> list:
+    """Group tasks into blocks of at most ``shape = (columns, rows)`` neighbouring chunks
+    (each block in raster order; blocks in the order of their first task)."""
+    cols, rows = shape
+    groups: dict = {}
     for t in tasks:
-        last = strips[-1][-1] if strips else None
-        if last is not None and len(strips[-1]) < length and last.row == t.row and last.col + 1 == t.col:
-            strips[-1].append(t)
-        else:
-            strips.append([t])
-    return strips
+        groups.setdefault((t.row // rows, t.col // cols), []).append(t)
+    return [sorted(g, key=lambda t: (t.row, t.col)) for g in groups.values()]
 
 
 def process_strip(tasks: list) -> list:
@@ -547,8 +545,8 @@ def process_strip(tasks: list) -> list:
 
 
 def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int) -> list:
-    """Run chunk tasks with Dask (local threads, or a distributed client), in strips of
-    neighbouring chunks (:data:`STRIP_CHUNKS`)."""
+    """Run chunk tasks with Dask (local threads, or a distributed client), in blocks of
+    neighbouring chunks (:data:`GROUP_CHUNKS`)."""
     if progress:
         progress(done0, total)
     if not tasks:
