@@ -121,3 +121,21 @@ def test_block_stats_equals_block_mean_and_block_std_of_the_mapped_image(shape, 
     np.testing.assert_array_equal(mean, block_mean(img, factor))
     np.testing.assert_array_equal(std, block_std(img, factor))
     assert (std > 0).any() or factor == 1
+
+
+@pytest.mark.parametrize("shape", [(16, 24), (17, 23)])
+@pytest.mark.parametrize("kind", ["random", "all", "none"])
+def test_block_count_all_and_majority(shape, kind):
+    """Exact counts per 4 x 4 block (edge blocks padded with False), uniform masks included."""
+    from imagery_watch.features import block_all, block_count, block_majority
+
+    rng = np.random.default_rng(5)
+    mask = {"random": rng.random(shape) < 0.5, "all": np.ones(shape, bool), "none": np.zeros(shape, bool)}[kind]
+    padded = np.zeros((-(-shape[0] // 4) * 4, -(-shape[1] // 4) * 4), bool)
+    padded[:shape[0], :shape[1]] = mask
+    want = padded.reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4, 4).sum(axis=(1, 3))
+    count = block_count(mask, 4)
+    assert count.dtype == np.uint16
+    np.testing.assert_array_equal(count, want)
+    np.testing.assert_array_equal(block_all(mask, 4), want == 16)
+    np.testing.assert_array_equal(block_majority(mask, 4), want >= 8)

@@ -457,8 +457,7 @@ def block_all(mask: np.ndarray, factor: int) -> np.ndarray:
     padded with False)."""
     if factor == 1:
         return mask.astype(bool, copy=True)
-    m = _pad_to_multiple(mask.astype(np.uint8), factor, fill=0)
-    return _block_sums(m, factor) == factor * factor
+    return block_count(mask, factor) == factor * factor
 
 
 def block_count(mask: np.ndarray, factor: int) -> np.ndarray:
@@ -466,6 +465,15 @@ def block_count(mask: np.ndarray, factor: int) -> np.ndarray:
     padded with False)."""
     if factor == 1:
         return mask.astype(np.uint16)
+    mask = np.asarray(mask)
+    ny, nx = mask.shape[-2:]
+    if not (ny % factor or nx % factor) and mask.dtype == bool:
+        # whole blocks of a uniform mask (valid pixels, a chunk inside or outside farmland)
+        shape = mask.shape[:-2] + (ny // factor, nx // factor)
+        if not mask.any():
+            return np.zeros(shape, np.uint16)
+        if mask.all():
+            return np.full(shape, factor * factor, np.uint16)
     return _block_sums(_pad_to_multiple(mask.astype(np.uint8), factor, fill=0), factor)
 
 
@@ -473,8 +481,7 @@ def block_majority(mask: np.ndarray, factor: int) -> np.ndarray:
     """True where at least half of the pixels of the ``factor x factor`` block are True."""
     if factor == 1:
         return mask.astype(bool, copy=True)
-    m = _pad_to_multiple(mask.astype(np.uint8), factor, fill=0)
-    return 2 * _block_sums(m, factor) >= factor * factor
+    return 2 * block_count(mask, factor) >= factor * factor
 
 
 def upsample(a: np.ndarray, factor: int, shape: tuple) -> np.ndarray:
