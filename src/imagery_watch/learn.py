@@ -236,7 +236,7 @@ def _bag_ids(rng, n: int, per_bag: int, bags: int) -> np.ndarray:
 def _fit_bags(sample: _Sample, rows: np.ndarray, *, seed: int, threads: int):
     """A :class:`BaggedClassifier` fitted on ``rows`` of the sample (None: a class is missing)."""
     members = []
-    for b in range(int(sample.bag.max()) + 1):
+    for b in range(max(1, int(sample.bag.max()) + 1)):
         take = rows & ((sample.bag == -1) | (sample.bag == b))
         if len(np.unique(sample.y[take])) < 2:
             continue
