@@ -102,7 +102,7 @@ def score(kept: np.ndarray, accepted: np.ndarray) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-seeds", default="601,602,603,604,605,606", help="scenes whose patches are reviewed")
+    ap.add_argument("--train-seeds", default="601,602,603,604,605,606,607,608", help="scenes whose patches are reviewed")
     ap.add_argument("--test-seeds", default="701,702,703", help="scenes scored (never used for training)")
     ap.add_argument("--size", type=int, default=3072, help="scene side in pixels (0.2 m)")
     ap.add_argument("--sensitivity", type=float, default=2.0, help="detection.sensitivity of the rules")
