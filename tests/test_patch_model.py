@@ -26,16 +26,17 @@ def scene(tmp_path_factory, scene_config):
                             changes_per_km2=200).out_dir
     layers = {k: dataclasses.replace(getattr(scene_config.layers, k), path=folder / "layers.gpkg")
               for k in ("farmland", "counties")}
-    result = run_detect(scene_config.replace("job", out=root / "job").replace(
-        "inputs", before=folder / "before", after=folder / "after").replace("layers", approved=None, **layers))
-    return folder, result.patches
+    config = scene_config.replace("job", out=root / "job").replace(
+        "inputs", before=folder / "before", after=folder / "after").replace("layers", approved=None, **layers)
+    result = run_detect(config)
+    return folder, result.patches, config
 
 
 @pytest.fixture(scope="module")
 def reviewed(scene, tmp_path_factory):
     """The job's patches reviewed from the truth, plus decoy patches on unchanged land
     reviewed as false alarms; split into a west (training) and an east (scoring) half."""
-    change_scene, patches = scene
+    change_scene, patches, _config = scene
     patches = patches.copy()
     truth = gpd.read_file(change_scene / "layers.gpkg", layer="truth").to_crs(patches.crs).union_all()
     share = np.array([g.intersection(truth).area / g.area for g in patches.geometry])
@@ -110,7 +111,7 @@ def test_filter_without_a_column_and_saved_models_agree(reviewed, model, tmp_pat
 def test_too_few_reviews_and_other_crs_are_refused(reviewed):
     few = reviewed["train"].copy()
     few["status"] = "pending"
-    with pytest.raises(ValueError, match="0 accepted .* at least 2 accepted"):
+    with pytest.raises(InputFileError, match="0 accepted .* at least 2 accepted"):
         fit_patch_model(few, reviewed["before"], reviewed["after"])
     with pytest.raises(InputFileError, match="reproject the patches"):
         fit_patch_model(reviewed["train"].to_crs(4326), reviewed["before"], reviewed["after"])
@@ -133,3 +134,21 @@ def test_train_cli_takes_mosaics_and_reviewed_patches(scene, reviewed, tmp_path,
     assert header["summary"]["trained_on"] == "reviewed patches"
     rc = main(["train", str(change_scene / "before"), str(change_scene / "after"), "--out", str(out)])
     assert rc == 2
+
+
+def test_detect_with_the_model_in_the_config_keeps_the_patches_it_confirms(scene, reviewed, model, tmp_path):
+    """``detection.model``: the job's patches go through the model (chunks reused, same rules)."""
+    from imagery_watch.pipeline import run_detect
+
+    _folder, patches, config = scene
+    path = learn.save_model(model, tmp_path / "reviews.iwm")
+    result = run_detect(config.replace("detection", model=path))
+    figures = result.summary["model"]
+    assert result.summary["chunks_computed"] == 0  # the model works on the merged patches only
+    assert figures["patches_flagged_by_rules"] == len(patches)
+    assert figures["patches_kept"] == len(result.patches) < len(patches)
+    assert set(result.patches["patch_id"]) <= set(patches["patch_id"])
+    expected = filter_patches(patches, reviewed["before"], reviewed["after"], model, column=None)
+    assert list(result.patches["patch_id"]) == list(expected["patch_id"])
+    with pytest.raises(InputFileError):
+        run_detect(config.replace("detection", model=tmp_path / "missing.iwm"))

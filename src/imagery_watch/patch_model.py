@@ -297,9 +297,10 @@ def fit_patch_model(patches, before, after, *, seed: int = 0, folds: int = 5, ba
     Raises
     ------
     ValueError
-        Fewer than 2 accepted or fewer than 1 rejected patch.
+        Not one patch table, before and after reader per mosaic pair.
     InputFileError
-        Patches in another CRS than the mosaics, or no ``status`` column.
+        Fewer than 2 accepted or fewer than 1 rejected patch, patches in another CRS than
+        the mosaics, or no ``status`` column.
     """
     say = on_event or (lambda msg: log.info(msg))
     t0 = time.perf_counter()
@@ -319,8 +320,9 @@ def fit_patch_model(patches, before, after, *, seed: int = 0, folds: int = 5, ba
     is_change = np.concatenate(is_change_parts)
     n_acc, n_rej = int(is_change.sum()), int((~is_change).sum())
     if n_acc < 2 or n_rej < 1:
-        raise ValueError(f"the patches hold {n_acc} accepted ({'/'.join(ACCEPTED)}) and {n_rej} rejected "
-                         f"({'/'.join(REJECTED)}) reviews; training needs at least 2 accepted and 1 rejected patch")
+        raise InputFileError(f"the patches hold {n_acc} accepted ({'/'.join(ACCEPTED)}) and {n_rej} rejected "
+                             f"({'/'.join(REJECTED)}) reviews; training needs at least 2 accepted and 1 rejected "
+                             "patch: review more patches (imagery-watch review) and train again")
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(is_change.size) % folds
     xs, ys, gs, owner = [], [], [], []

@@ -347,6 +347,11 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     t_start = time.perf_counter()
     folder = JobFolder(Path(config.job.out))
     folder.prepare()
+    model = None
+    if config.detection.model is not None:  # a bad model file is reported before any work
+        from .learn import load_model
+
+        model = load_model(config.detection.model)
 
     # read + align: describe and check everything before heavy work
     # unreadable sheets are left out of the mosaics and recorded as not processed (below)
@@ -487,6 +492,15 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     patches = merge_pieces(pieces, rule_names=[r.name for r in rules],
                            min_area_m2=[r.min_area_m2 for r in rules], pixel_area_m2=grid.pixel_area_m2,
                            crs=grid.crs, county_names=county_names, provenance=provenance)
+    model_figures = None
+    if model is not None:  # the model learnt from reviews keeps the patches it confirms
+        from .patch_model import filter_patches
+
+        flagged = len(patches)
+        patches = filter_patches(patches, before_reader, after_reader, model, column=None)
+        model_figures = {"path": str(config.detection.model), "threshold": model.threshold,
+                         "patches_flagged_by_rules": flagged, "patches_kept": int(len(patches))}
+        say(f"change model {config.detection.model}: {len(patches)} of {flagged} patches kept")
     patches, kept, tables_from = _carry_over_reviews(patches, folder.patches)
     write_patches(patches, folder.patches, rule_names=[r.name for r in rules], tables_from=tables_from,
                   tables=REVIEW_TABLES)
@@ -504,7 +518,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
         "per_rule": per_rule, "chunks_total": len(chunks), "chunks_reused": reused,
         "chunks_computed": len(tasks), "grid_px": [grid.height, grid.width],
         "area_km2": ground_px * grid.pixel_area_m2 / 1e6, "shift_px": [shift["dy"], shift["dx"]],
-        "reviews_kept": kept, "notes": list(plan.notes),
+        "reviews_kept": kept, "notes": list(plan.notes), "model": model_figures,
         "unprocessed": [{"epoch": r.epoch, "sheet": r.sheet, "reason": r.reason, "area_m2": r.area_m2,
                          "bounds": list(r.geometry.bounds)} for r in unprocessed.itertuples()],
         "unprocessed_km2": float(unprocessed["area_m2"].sum()) / 1e6,
