@@ -12,6 +12,8 @@ numbers only, reads its window with a halo, and writes its result file into the 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import math
 import os
@@ -553,8 +555,27 @@ def _strips(tasks: list, shape: tuple = GROUP_CHUNKS) -> list:
     return [sorted(g, key=lambda t: (t.row, t.col)) for g in groups.values()]
 
 
+#: glibc malloc settings for the chunk tasks: arrays up to 32 MiB come from the heap and up
+#: to 256 MiB of freed heap is kept for the next chunk. Without them, and with the
+#: ``MALLOC_TRIM_THRESHOLD_=65536`` that dask's nanny gives its workers (which also turns
+#: off glibc's adaptive mmap threshold), every large array is a fresh mmap whose pages fault
+#: in: a chunk then costs nearly twice the CPU (measured: 0.46 against 0.23 CPU-s).
+_MALLOC_OPTIONS = ((-3, 32 * 1024 * 1024), (-1, 256 * 1024 * 1024))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+
+
+@functools.lru_cache(maxsize=1)
+def _tune_malloc() -> bool:
+    """Apply :data:`_MALLOC_OPTIONS` once per process (glibc only; elsewhere nothing)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all(libc.mallopt(option, value) == 1 for option, value in _MALLOC_OPTIONS)
+    except (OSError, AttributeError):
+        return False
+
+
 def process_strip(tasks: list) -> list:
     """:func:`process_chunk` on neighbouring chunks, in order; one figures dict per chunk."""
+    _tune_malloc()  # here, so that it reaches every worker process of a cluster too
     return [process_chunk(t) for t in tasks]
 
 
