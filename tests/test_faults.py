@@ -228,7 +228,7 @@ def run_with_a_worker_killed(config, client, job: Path, old_dirs: set):
             done = len(chunk_files(job, old_dirs))
             if done >= 1:
                 busy = {w: len(keys) for w, keys in client.processing().items()
-                        if any("process_strip" in str(k) for k in keys)}
+                        if any("process_chunk_group" in str(k) for k in keys)}
                 if busy:
                     worker = max(busy, key=busy.get)
                     os.kill(pids[worker], signal.SIGKILL)

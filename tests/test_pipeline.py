@@ -73,9 +73,9 @@ def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job,
         with get_task_stream(client) as stream:
             result = run_detect(config, client=client)
     assert result.summary["chunks_computed"] == result.summary["chunks_total"] == 12
-    strip_tasks = [t for t in stream.data if "process_strip" in t["key"]]
-    assert len(strip_tasks) >= 2  # blocks of neighbouring chunks, one task each
-    assert len({t["worker"] for t in strip_tasks}) == 2, "the chunk tasks did not run on both workers"
+    group_tasks = [t for t in stream.data if "process_chunk_group" in t["key"]]
+    assert len(group_tasks) >= 2  # blocks of neighbouring chunks, one task each
+    assert len({t["worker"] for t in group_tasks}) == 2, "the chunk tasks did not run on both workers"
     assert_same_patches(result.patches, reference_job.patches)
 
 
@@ -220,14 +220,14 @@ def test_chunk_tasks_are_grouped_in_blocks_of_neighbours():
     """Blocks of GROUP_CHUNKS (columns, rows), raster order inside, every task once."""
     from types import SimpleNamespace
 
-    from imagery_watch.pipeline import _strips
+    from imagery_watch.pipeline import _chunk_groups
 
     tasks = [SimpleNamespace(row=i, col=j) for i in range(5) for j in range(7)]
-    groups = _strips(tasks, (4, 2))
+    groups = _chunk_groups(tasks, (4, 2))
     assert sorted((t.row, t.col) for g in groups for t in g) == [(t.row, t.col) for t in tasks]
     assert [len(g) for g in groups] == [8, 6, 8, 6, 4, 3]
     for g in groups:
         assert [(t.row, t.col) for t in g] == sorted((t.row, t.col) for t in g)
         assert len({t.row // 2 for t in g}) == 1 and len({t.col // 4 for t in g}) == 1
     # resuming: finished chunks are left out, the rest keep their blocks
-    assert [len(g) for g in _strips(tasks[9:], (4, 2))] == [2, 3, 8, 6, 4, 3]
+    assert [len(g) for g in _chunk_groups(tasks[9:], (4, 2))] == [2, 3, 8, 6, 4, 3]

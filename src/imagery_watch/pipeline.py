@@ -127,10 +127,6 @@ def process_chunk(task: ChunkTask) -> dict:
     shape = (task.height, task.width)
     min_pixels = [int(math.floor(r.min_area_m2 / grid.pixel_area_m2)) for r in task.rules]  # conservative
 
-    def expand(window=None):
-        return expand_result(coarse, factor=f, valid=valid_core, farmland=farm_core, rules=task.rules,
-                             window=window)
-
     if f == 1:
         pieces = vectorise_block(
             coarse.rule, score=coarse.score, before_class=coarse.before_class, after_class=coarse.after_class,
@@ -139,6 +135,10 @@ def process_chunk(task: ChunkTask) -> dict:
     else:
         # traced at the analysis resolution; only components cut by the farmland boundary
         # (or over a county boundary) are expanded to input pixels: same pieces, less work
+        def expand(window):
+            return expand_result(coarse, factor=f, valid=valid_core, farmland=farm_core, rules=task.rules,
+                                 window=window)
+
         inexact = inexact_pixels(coarse.rule, factor=f, shape=shape, farmland=farm_core, rules=task.rules)
         pieces = vectorise_analysis_block(
             coarse.rule, score=coarse.score, before_class=coarse.before_class, after_class=coarse.after_class,
@@ -545,7 +545,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
 GROUP_CHUNKS = (4, 2)
 
 
-def _strips(tasks: list, shape: tuple = GROUP_CHUNKS) -> list:
+def _chunk_groups(tasks: list, shape: tuple = GROUP_CHUNKS) -> list:
     """Group tasks into blocks of at most ``shape = (columns, rows)`` neighbouring chunks
     (each block in raster order; blocks in the order of their first task)."""
     cols, rows = shape
@@ -573,7 +573,7 @@ def _tune_malloc() -> bool:
         return False
 
 
-def process_strip(tasks: list) -> list:
+def process_chunk_group(tasks: list) -> list:
     """:func:`process_chunk` on neighbouring chunks, in order; one figures dict per chunk."""
     _tune_malloc()  # here, so that it reaches every worker process of a cluster too
     return [process_chunk(t) for t in tasks]
@@ -586,11 +586,11 @@ def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int
         progress(done0, total)
     if not tasks:
         return []
-    strips = _strips(tasks)
+    groups = _chunk_groups(tasks)
     if client is not None:
         from distributed import as_completed
 
-        futures = client.map(process_strip, strips, pure=False)
+        futures = client.map(process_chunk_group, groups, pure=False)
         out, done = [], done0
         for fut in as_completed(futures):
             figures = fut.result()
@@ -607,13 +607,13 @@ def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int
 
     class _Progress(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
-            if isinstance(result, list) and result and isinstance(result[0], dict) and "changed_pixels" in result[0]:
+            if isinstance(key, str) and key.startswith("chunks-"):
                 counter["done"] += len(result)
                 if progress:
                     progress(counter["done"], total)
 
-    delayed = [dask.delayed(process_strip, pure=True)(s, dask_key_name=f"chunks-{s[0].row}-{s[0].col}-{len(s)}")
-               for s in strips]
+    delayed = [dask.delayed(process_chunk_group, pure=True)(g, dask_key_name=f"chunks-{g[0].row}-{g[0].col}-{len(g)}")
+               for g in groups]
     with _Progress():
         results = dask.compute(*delayed, scheduler="threads", num_workers=workers or os.cpu_count())
-    return [figures for strip in results for figures in strip]
+    return [figures for group in results for figures in group]
