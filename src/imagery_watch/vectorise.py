@@ -401,9 +401,16 @@ def vectorise_analysis_block(rule: np.ndarray, *, score: np.ndarray, before_clas
     fine_ids = np.unique(labels[inexact]) if inexact.any() else np.zeros(0, np.int32)
     simple = rule
     if fine_ids.size:
+        # the other components keep their shapes and raster order: renumber, no relabelling
         fine = np.isin(labels_all, fine_ids)
         simple = np.where(fine, 0, rule).astype(np.uint8)
-        labels, n = _label(simple)
+        kept = np.ones(n + 1, bool)
+        kept[0] = False
+        kept[fine_ids] = False
+        remap = np.zeros(n + 1, np.int32)
+        n = int(kept.sum())
+        remap[kept] = np.arange(1, n + 1, dtype=np.int32)
+        labels = remap[labels_all]
     if min_pixels is not None and n:
         coarse_min = -(-np.asarray(min_pixels, np.int64) // (f * f))  # s * f**2 < m  <=>  s < ceil(m / f**2)
         labels, n = _drop_small_interior(labels, n, simple, coarse_min)
