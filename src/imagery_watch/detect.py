@@ -421,7 +421,8 @@ def inexact_pixels(coarse_rule: np.ndarray, *, factor: int, shape: tuple, farmla
                    rules: Sequence) -> np.ndarray:
     """Changed analysis pixels whose input pixels :func:`expand_result` does not all give
     the coarse value: rules tied to farmland on blocks with input pixels on the wrong side
-    of the farmland boundary, and partial blocks along the bottom and right edges of a core of ``shape`` input pixels.
+    of the farmland boundary, and partial blocks along the bottom and right edges of a core
+    of ``shape`` input pixels.
 
     Every other changed analysis pixel stands for ``factor**2`` input pixels of its values.
     """

@@ -431,8 +431,8 @@ def block_stats(image: np.ndarray, factor: int, lut: np.ndarray | None = None) -
     Returns ``(mean, std)``: (band, ny, nx) uint8 and (ny, nx) float32, ``ny = ceil(y / factor)``.
     """
     if factor == 1:
-        image = image if lut is None else map_bands(image, lut)
-        return image.copy() if lut is None else image, block_std(image, 1)
+        mapped = image.copy() if lut is None else map_bands(image, lut)
+        return mapped, block_std(mapped, 1)
     if not 1 <= factor <= 16:
         raise ValueError(f"factor must be 1..16, found {factor}")
     image = np.ascontiguousarray(image, dtype=np.uint8)

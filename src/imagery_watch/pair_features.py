@@ -27,7 +27,7 @@ import numpy as np
 
 from .detect import DetectorParams, change_evidence
 from .errors import InputFileError
-from .features import (block_majority, block_mean, block_std, box_max, box_min, box_sum, compute_features,
+from .features import (block_majority, block_stats, box_max, box_min, box_sum, compute_features,
                        local_std, luminance, radius_px)
 from .normalise import Normalisation, apply_normalisation, fit_normalisation
 
@@ -112,12 +112,12 @@ class FeatureStats:
 
 def _to_analysis(before, after, valid, *, norm: Normalisation, factor: int):
     """Block means, fine texture and valid of both epochs at the analysis resolution."""
-    after = apply_normalisation(after, norm)
     if factor == 1:
         zeros = np.zeros(before.shape[1:], np.float32)
-        return before, after, zeros, zeros.copy(), valid.copy()
-    return (block_mean(before, factor), block_mean(after, factor), block_std(before, factor),
-            block_std(after, factor), block_majority(valid, factor))
+        return before, apply_normalisation(after, norm), zeros, zeros.copy(), valid.copy()
+    mean_b, fine_b = block_stats(before, factor)
+    mean_a, fine_a = block_stats(after, factor, norm.as_array())  # normalised in the same pass
+    return mean_b, mean_a, fine_b, fine_a, block_majority(valid, factor)
 
 
 def _evidence_arrays(feat, fine) -> list:
