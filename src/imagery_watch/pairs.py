@@ -4,15 +4,30 @@ Each pair is treated as a tiny mosaic: the same normalisation, threshold fitting
 detection kernels as :func:`imagery_watch.pipeline.run_detect`, fitted on the pair itself
 (no farmland layer: rules restricted to farmland apply to the whole image, rules restricted
 to the outside of farmland are skipped).
+
+Two kinds of evidence (``evidence``):
+
+``"segments"`` (default)
+    Rules that turn something else into built land (construction) are answered by
+    :func:`imagery_watch.buildings.find_new_buildings`, rules that turn built land into
+    something else (demolition) by :func:`~imagery_watch.buildings.find_demolished_buildings`:
+    roof-like segments of one image that the other lacks, which on real imagery is far more
+    reliable than a class transition pixel by pixel. Other rules (afforestation,
+    reclamation) use the pixel rules.
+``"pixels"``
+    Every rule through the pixel rules of :mod:`imagery_watch.detect`, as ``detect`` does on
+    mosaics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from .buildings import BuildingParams, find_demolished_buildings, find_new_buildings
 from .classes import LandCover
 from .config import default_rules, load_config
 from .detect import detect_block, fit_detector
@@ -21,6 +36,9 @@ from .io.images import list_images, read_image, write_mask_png
 from .normalise import apply_normalisation, fit_normalisation
 
 log = logging.getLogger(__name__)
+
+#: values of ``evidence`` (``detect-pairs --evidence``)
+EVIDENCE = ("segments", "pixels")
 
 
 def select_rules(rules: tuple, rule_names: tuple | None) -> tuple:
@@ -39,25 +57,75 @@ def select_rules(rules: tuple, rule_names: tuple | None) -> tuple:
 
 
 def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_size_m: float,
-                sensitivity: float = 1.0) -> np.ndarray:
-    """Boolean (y, x) mask of pixels flagged by ``rules`` in one image pair."""
+                sensitivity: float = 1.0, evidence: str = "segments", min_area_m2: float | None = None) -> np.ndarray:
+    """Boolean (y, x) mask of pixels flagged by ``rules`` in one image pair.
+
+    Parameters
+    ----------
+    before, after : ndarray (band, y, x), uint8
+        The pair, same shape; bands red, green, blue and optionally near infra-red.
+    rules : tuple of Rule
+        Rules to mark (see :func:`select_rules`).
+    pixel_size_m : float
+        Ground pixel size in metres.
+    sensitivity : float
+        ``[detection] sensitivity`` of the pixel rules.
+    evidence : {"segments", "pixels"}
+        See the module docstring.
+    min_area_m2 : float, optional
+        Smallest change kept, m2, for every rule (default: each rule's ``min_area_m2``).
+
+    Raises
+    ------
+    InputFileError
+        Images of different shapes.
+    ConfigError
+        An unknown ``evidence``.
+    """
     if before.shape != after.shape:
         raise InputFileError(f"before {before.shape} and after {after.shape} images differ in size or bands")
+    if evidence not in EVIDENCE:
+        raise ConfigError(f"evidence: expected one of {', '.join(EVIDENCE)}, found {evidence!r}")
+    if min_area_m2 is not None:
+        rules = tuple(dataclasses.replace(r, min_area_m2=float(min_area_m2)) for r in rules)
+    mask = np.zeros(before.shape[1:], bool)
+    if evidence == "segments":
+        for rule in rules:
+            if rule.where == "outside_farmland":  # no farmland layer: never fires (as the pixel rules)
+                continue
+            find = (find_new_buildings if _turns_into(rule, built=True)
+                    else find_demolished_buildings if _turns_into(rule, built=False) else None)
+            if find is not None:
+                params = BuildingParams(min_area_m2=max(BuildingParams.min_area_m2, rule.min_area_m2))
+                mask |= find(before, after, pixel_size_m=pixel_size_m, params=params)
+        rules = tuple(r for r in rules if not (_turns_into(r, built=True) or _turns_into(r, built=False)))
+        if not rules:
+            return mask
     valid = np.ones(before.shape[1:], dtype=bool)
     norm = fit_normalisation([before], [after], [valid])
     after_n = apply_normalisation(after, norm)
     params = fit_detector([before], [after_n], [valid], pixel_size_m=pixel_size_m, sensitivity=sensitivity)
     result = detect_block(before, after_n, valid, farmland=None, rules=rules, params=params,
                           pixel_size_m=pixel_size_m)
-    return result.rule > 0
+    return mask | (result.rule > 0)
+
+
+def _turns_into(rule, *, built: bool) -> bool:
+    """Whether ``rule`` turns other land into built land only (``built``), or built land only into other land."""
+    into, out_of = rule.after, rule.before
+    if not built:
+        into, out_of = out_of, into
+    return into == {LandCover.BUILT} and LandCover.BUILT not in out_of
 
 
 def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names=None,
-              config_path=None, model_path=None) -> dict:
+              config_path=None, model_path=None, evidence: str = "segments",
+              min_area_m2: float | None = None) -> dict:
     """Write one 0/255 PNG mask per pair of same-named images.
 
     With ``model_path`` (a file of ``imagery-watch train``) the masks come from that model
-    (:func:`imagery_watch.learn.predict_change`) instead of the rules.
+    (:func:`imagery_watch.learn.predict_change`) instead of the rules. ``evidence`` and
+    ``min_area_m2`` are those of :func:`detect_pair`.
 
     Raises
     ------
@@ -65,13 +133,16 @@ def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names
         No images, a name missing from the after folder, unreadable images, a model file
         that cannot be used.
     ConfigError
-        Rules named together with a model.
+        Rules or a minimum area named together with a model; an unknown ``evidence``.
     """
     before_dir, after_dir, out_dir = Path(before_dir), Path(after_dir), Path(out_dir)
     model = chosen = None
+    if evidence not in EVIDENCE:
+        raise ConfigError(f"--evidence: expected one of {', '.join(EVIDENCE)}, found {evidence!r}")
     if model_path is not None:
-        if rule_names or config_path:
-            raise ConfigError("--model replaces the rules: leave out --rules and --config, or leave out --model")
+        if rule_names or config_path or min_area_m2 is not None:
+            raise ConfigError("--model replaces the rules: leave out --rules, --config and --min-area, "
+                              "or leave out --model")
         from .learn import load_model
 
         model = load_model(model_path)
@@ -101,9 +172,9 @@ def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names
             mask = predict_change(model, before[:bands], after[:bands], pixel_size_m=pixel_size_m, name=str(f))
         else:
             mask = detect_pair(before[:bands], after[:bands], rules=chosen, pixel_size_m=pixel_size_m,
-                               sensitivity=sensitivity)
+                               sensitivity=sensitivity, evidence=evidence, min_area_m2=min_area_m2)
         write_mask_png(out_dir / (f.stem + ".png"), mask)
         log.info("%s: %.2f %% flagged", f.name, 100 * mask.mean())
     if model is not None:
         return {"pairs": len(files), "rules": [], "model": str(model_path), "threshold": model.threshold}
-    return {"pairs": len(files), "rules": [r.name for r in chosen]}
+    return {"pairs": len(files), "rules": [r.name for r in chosen], "evidence": evidence}

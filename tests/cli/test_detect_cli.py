@@ -134,3 +134,23 @@ def test_detect_pairs_missing_after_image_is_a_clear_error(pair_folders, tmp_pat
     assert len(err.strip().splitlines()) == 1, err
     assert str(after / "north_west.png") in err and "same file names" in err
     assert not out.exists() or not any(out.iterdir()), "masks written despite the error"
+
+
+@pytest.mark.parametrize("evidence", ["segments", "pixels"])
+def test_detect_pairs_evidence_option(pair_folders, tmp_path, capsys, evidence):
+    out = tmp_path / "masks"
+    rc = main(["detect-pairs", str(pair_folders["before"]), str(pair_folders["after"]), "--out", str(out),
+               "--pixel-size", "0.2", "--evidence", evidence, "--min-area", "30"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert f"rules: construction_on_farmland ({evidence} evidence)" in captured.out
+    assert not np.asarray(Image.open(out / "same.png")).any()
+
+
+def test_detect_pairs_refuses_a_minimum_area_with_a_model(pair_folders, tmp_path, capsys):
+    model = tmp_path / "model.iwm"
+    model.write_bytes(b"not read")
+    rc = main(["detect-pairs", str(pair_folders["before"]), str(pair_folders["after"]), "--out", str(tmp_path / "m"),
+               "--pixel-size", "0.2", "--model", str(model), "--min-area", "30"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--min-area" in err and "--model" in err
