@@ -11,7 +11,7 @@ from PIL import Image
 from imagery_watch import learn
 from imagery_watch.errors import InputFileError
 from imagery_watch.io.labels import read_label
-from imagery_watch.pair_features import PreparedPair, feature_names, pair_features
+from imagery_watch.pair_features import OBJECT_FEATURES, PreparedPair, feature_names, pair_features
 from imagery_watch.synthetic import generate_scene
 from imagery_watch.synthetic.labelled_pairs import write_labelled_pairs
 
@@ -85,7 +85,7 @@ def test_save_and_load_round_trip_exactly(scenes, model, tmp_path):
     path = learn.save_model(model, tmp_path / "m" / "change.iwm")
     loaded = learn.load_model(path)
     assert loaded.header() == model.header()
-    assert loaded.feature_names == feature_names(3) and loaded.bands == 3
+    assert loaded.feature_names == feature_names(3, objects=True) and loaded.bands == 3
     assert loaded.pixel_size_m == PIXEL_M and loaded.analysis_m == model.analysis_m
     p = scenes["test"][1]
     assert np.array_equal(learn.change_probability(loaded, p.before, p.after, pixel_size_m=PIXEL_M),
@@ -149,3 +149,20 @@ def test_training_needs_both_classes(scenes):
     empty = learn.LabelledPair("empty", p.before, p.after, np.zeros_like(p.label))
     with pytest.raises(ValueError, match="0 change .* training needs both"):
         learn.fit_change_model([empty], pixel_size_m=PIXEL_M)
+
+
+def test_a_model_adds_to_the_segments_new_buildings_and_an_older_model_still_works(scenes, model, tmp_path):
+    from imagery_watch.buildings import find_new_buildings
+
+    p = scenes["test"][0]
+    assert model.feature_names[-len(OBJECT_FEATURES):] == OBJECT_FEATURES
+    found = find_new_buildings(p.before, p.after, pixel_size_m=PIXEL_M)
+    assert found.any()
+    mask = learn.predict_change(model, p.before, p.after, pixel_size_m=PIXEL_M)
+    assert not (found & ~mask).any()  # every segment building is kept; the model only adds
+    # a model file of the feature list before the object features (same format version) still loads
+    old = learn.fit_change_model(scenes["train"], pixel_size_m=PIXEL_M, seed=3, max_samples=2000, objects=False)
+    assert old.feature_names == feature_names(3)
+    loaded = learn.load_model(learn.save_model(old, tmp_path / "old.iwm"))
+    older = learn.predict_change(loaded, p.before, p.after, pixel_size_m=PIXEL_M)
+    assert older.shape == mask.shape and not np.array_equal(older | found, older)

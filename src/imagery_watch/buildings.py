@@ -1,37 +1,43 @@
 """New buildings found on image segments, without training (``detect-pairs``).
 
 The pixel rules of :mod:`~imagery_watch.detect` compare land-cover classes pixel by pixel.
-On real imagery the strongest generic sign of a new building is different: a *roof* is a
+On real imagery the strongest generic signs of a new building are different: a *roof* is a
 segment of nearly uniform, unsaturated colour (concrete, asphalt shingle, metal, grey
-tiles) that is also clearly lit, where the earlier image had soil, crop or grass (more
-saturated) or a smooth field (less edge texture). This module finds those segments:
+tiles) that is clearly lit, where the earlier image had soil, crop or grass (more
+saturated); and a building *casts a shadow* that was not there before. This module finds
+those segments:
 
 1. **segments** of the after image (:func:`skimage.segmentation.felzenszwalb`, the graph
    method of Felzenszwalb and Huttenlocher 2004), at least ``min_segment_m2``;
-2. per segment, means of: saturation ``(max - min) / max`` of each epoch, brightness of
-   the after epoch, and an **edge-texture change**: the gradient magnitude of brightness,
-   averaged over ``texture_window_m``, robustly z-scored within each image (median and MAD,
-   so a different camera or season does not matter), after minus before;
+2. per segment, means of saturation ``(max - min) / max`` of each epoch and of the after
+   epoch's brightness;
 3. a segment is **roof-like** when its saturation is below a share of the after image's
    *median* saturation (``grey_strong`` for seeds, ``grey_weak`` for growth) and it is not
-   dark (brightness >= ``dark_share`` of the image median: shadows and water). With a near
-   infra-red band, roofs also have an NDVI in (0, ``ndvi_roof_max``) after and an NDVI
-   above ``ndvi_before_min`` before (bare wet ground and water before are not a building
-   site);
-4. a roof-like segment **changed** when its saturation dropped (by ``sat_drop`` for seeds,
-   by anything for growth) or its edge texture rose (``texture_z_strong``,
-   ``texture_z_weak`` robust z-units);
+   itself a shadow (brightness >= ``shadow_share`` of the image median). With a near
+   infra-red band, a roof's NDVI is in (0, ``ndvi_roof_max``): not vegetation, not water;
+4. **new shadow** pixels are darker than ``shadow_share`` of the after image's median
+   brightness and were not that dark before; a roof-like segment **changed** when its
+   saturation dropped (by ``sat_drop`` for seeds, by anything for growth: a roof replaced
+   vegetation or coloured soil), or when new shadow covers more than ``new_shadow_min`` of
+   a box of +-``shadow_length_m`` along its border (houses built on bare grey ground, where
+   saturation has nothing to see; no sun direction needed);
 5. seeds grow into the touching growth segments (hysteresis); long narrow shapes (at least
    ``road_length_m`` along some direction, under ``road_width_m`` across it: roads,
    parking strips, field tracks) are removed; the mask is opened by ``open_m`` and its
    holes filled;
 6. components are kept when their area is within ``min_area_m2`` .. ``max_area_m2`` (and
    at least ``min_pixels``) and they are compact: area over ``(2 r)^2`` at most
-   ``max_elongation``, with ``r`` the largest inscribed radius.
+   ``max_elongation``, with ``r`` the largest inscribed radius;
+7. **shadow check** (``shadow_check``): at least ``new_shadow_min`` of the ring of width
+   ``shadow_length_m`` around a building must be new shadow *relative to the building*:
+   darker than ``shadow_share`` of its brightness after, and not darker than that share of
+   the same footprint's brightness before. Crop, soil moisture, wetland margins and
+   re-coloured existing roofs cast no new shadow. Flat construction (hardstanding, yards)
+   casts none either: turn the check off to find it, at the cost of more false alarms.
 
 Every threshold is either physical (metres, NDVI) or relative to the image's own
-statistics (median saturation, median brightness, robust z-scores): none is an absolute
-colour value fitted to one dataset.
+statistics (median saturation, median brightness, the building's own brightness): none is
+an absolute colour value fitted to one dataset.
 
 Demolition is the same question asked backwards in time: a roof that was there before
 and is no longer (:func:`find_demolished_buildings`).
@@ -39,17 +45,20 @@ and is no longer (:func:`find_demolished_buildings`).
 Notes
 -----
 Segmentation and the component filters look at whole images: this is an image-pair
-method. It is not chunk-independent and is not used by the chunked ``detect`` job.
+method. It is not chunk-independent and is not used by the chunked ``detect`` job. The
+shadow evidence needs imagery fine enough to show a building's shadow (about 2 m or finer).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["BuildingParams", "find_new_buildings", "find_demolished_buildings"]
+__all__ = ["BuildingParams", "BuildingEvidence", "building_evidence", "find_new_buildings",
+           "find_demolished_buildings"]
 
 
 @dataclass(frozen=True)
@@ -63,22 +72,26 @@ class BuildingParams:
     segment_sigma : float
         Gaussian smoothing (pixels) before segmenting.
     min_segment_m2 : float
-        Smallest segment, m2.
-    dark_share : float
-        Segments darker than this share of the after image's median brightness are shadow
-        or water, never a roof.
+        Smallest segment, m2 (about half a small roof).
     grey_strong, grey_weak : float
         Roof-like: segment saturation below this share of the after image's median
         saturation (seeds, growth).
     sat_drop : float
-        Seeds: saturation drop (before minus after) of at least this much.
-    texture_z_strong, texture_z_weak : float
-        Edge-texture rise in robust z-units that also counts as change (seeds, growth).
-    texture_window_m : float
-        Side of the window the gradient magnitude is averaged over, metres.
-    ndvi_roof_max, ndvi_before_min : float
-        With a near infra-red band: a roof's NDVI after is in (0, ``ndvi_roof_max``); the
-        NDVI before must exceed ``ndvi_before_min``.
+        Seeds: saturation drop (before minus after, 0..1) of at least this much.
+    shadow_share : float
+        Shadow: darker than this share of the reference brightness (the image's median, or
+        the building's own for the shadow check); a cast shadow reflects well under half of
+        the sunlit scene.
+    shadow_length_m : float
+        How far from a building its shadow is looked for: the shadow of a one- or
+        two-storey building at mid sun elevation.
+    new_shadow_min : float
+        Share of new-shadow pixels along a segment's border that counts as change, and
+        around a building that the shadow check asks for.
+    shadow_check : bool
+        Keep only buildings with new shadow around them (step 7).
+    ndvi_roof_max : float
+        With a near infra-red band: a roof's NDVI is in (0, ``ndvi_roof_max``).
     road_length_m, road_width_m : float
         Shapes at least this long along some direction and narrower than the width across
         it are roads or tracks and are removed.
@@ -96,15 +109,14 @@ class BuildingParams:
     segment_scale: float = 100.0
     segment_sigma: float = 0.8
     min_segment_m2: float = 10.0
-    dark_share: float = 0.55
     grey_strong: float = 0.7
-    grey_weak: float = 0.8
+    grey_weak: float = 0.9
     sat_drop: float = 0.05
-    texture_z_strong: float = 2.0
-    texture_z_weak: float = 1.0
-    texture_window_m: float = 10.0
+    shadow_share: float = 0.5
+    shadow_length_m: float = 4.0
+    new_shadow_min: float = 0.10
+    shadow_check: bool = True
     ndvi_roof_max: float = 0.2
-    ndvi_before_min: float = 0.1
     road_length_m: float = 40.0
     road_width_m: float = 14.0
     open_m: float = 1.0
@@ -116,6 +128,22 @@ class BuildingParams:
 
 #: directions (degrees) of the road test
 ROAD_DIRECTIONS = (0.0, 22.5, 45.0, 67.5, 90.0, 112.5, 135.0, 157.5)
+
+
+class BuildingEvidence(NamedTuple):
+    """Per-pixel planes (y, x) of :func:`building_evidence`: each segment's value on its pixels.
+
+    ``grey``: after saturation over the after image's median saturation; ``drop``:
+    saturation before minus after; ``new_shadow``: share of new shadow along the segment's
+    border; ``lit``: after brightness over the after image's median brightness; ``found``:
+    the final new-building mask (bool).
+    """
+
+    grey: np.ndarray
+    drop: np.ndarray
+    new_shadow: np.ndarray
+    lit: np.ndarray
+    found: np.ndarray
 
 
 def find_new_buildings(before: np.ndarray, after: np.ndarray, *, pixel_size_m: float,
@@ -144,9 +172,20 @@ def find_new_buildings(before: np.ndarray, after: np.ndarray, *, pixel_size_m: f
     ValueError
         On arrays of different shapes, fewer than 3 bands, or a pixel size <= 0.
     """
+    return building_evidence(before, after, pixel_size_m=pixel_size_m, params=params, valid=valid).found
+
+
+def building_evidence(before: np.ndarray, after: np.ndarray, *, pixel_size_m: float,
+                      params: BuildingParams = BuildingParams(), valid: np.ndarray | None = None) -> BuildingEvidence:
+    """The segment measurements behind :func:`find_new_buildings`, and its mask.
+
+    Same parameters as :func:`find_new_buildings`. The planes serve as features of the
+    supervised model (:mod:`~imagery_watch.pair_features`).
+    """
     before, after, valid = _check(before, after, valid, pixel_size_m)
     if not valid.any():
-        return np.zeros(valid.shape, bool)
+        zeros = np.zeros(valid.shape, np.float32)
+        return BuildingEvidence(zeros, zeros, zeros, zeros, np.zeros(valid.shape, bool))
     from skimage.segmentation import felzenszwalb
 
     px = float(pixel_size_m)
@@ -160,27 +199,34 @@ def find_new_buildings(before: np.ndarray, after: np.ndarray, *, pixel_size_m: f
     value_after, value_before = after[:3].mean(axis=0), before[:3].mean(axis=0)
     seg_mean = _SegmentMeans(seg)
     s_after, s_before = seg_mean(sat_after), seg_mean(sat_before)
-    sat_median = float(np.median(sat_after[valid]))
+    sat_median = max(float(np.median(sat_after[valid])), 1e-3)
+    lit = seg_mean(value_after) / max(float(np.median(value_after[valid])), 1.0)
 
-    ok = seg_mean(value_after) >= p.dark_share * float(np.median(value_after[valid]))
+    ok = lit >= p.shadow_share
     if after.shape[0] >= 4:
-        ndvi_after, ndvi_before = seg_mean(_ndvi(after)), seg_mean(_ndvi(before))
-        ok &= (ndvi_after > 0) & (ndvi_after < p.ndvi_roof_max) & (ndvi_before > p.ndvi_before_min)
-    width = 2 * int(round(p.texture_window_m / px / 2)) + 1
-    texture_rise = seg_mean(_robust_z(ndi.uniform_filter(ndi.gaussian_gradient_magnitude(value_after, 1.0), width),
-                                      valid)
-                            - _robust_z(ndi.uniform_filter(ndi.gaussian_gradient_magnitude(value_before, 1.0), width),
-                                        valid))
+        ndvi_after = seg_mean(_ndvi(after))
+        ok &= (ndvi_after > 0) & (ndvi_after < p.ndvi_roof_max)
+    dark_after = value_after < p.shadow_share * float(np.median(value_after[valid]))
+    dark_before = value_before < p.shadow_share * float(np.median(value_before[valid]))
+    shadow_px = max(1, int(round(p.shadow_length_m / px)))
+    near_new_shadow = ndi.uniform_filter((dark_after & ~dark_before & valid).astype(np.float32), 2 * shadow_px + 1)
+    new_shadow = _border_means(near_new_shadow, seg)
+    changed_by_shadow = new_shadow > p.new_shadow_min
     drop = s_before - s_after
-    strong = ok & (s_after < p.grey_strong * sat_median) & ((drop > p.sat_drop) | (texture_rise > p.texture_z_strong))
-    weak = ok & (s_after < p.grey_weak * sat_median) & ((drop > 0) | (texture_rise > p.texture_z_weak))
+    grey = s_after / sat_median
+    strong = ok & (grey < p.grey_strong) & ((drop > p.sat_drop) | changed_by_shadow)
+    weak = ok & (grey < p.grey_weak) & ((drop > 0) | changed_by_shadow)
     strong[0], weak[0] = False, False
     mask = ndi.binary_propagation(strong[seg], structure=np.ones((3, 3), bool), mask=(weak | strong)[seg])
     mask &= ~_roads(mask, px, p.road_length_m, p.road_width_m)
     if p.open_m >= px:  # an opening under one pixel is none
         mask = ndi.binary_opening(mask, _disk(int(round(p.open_m / px))))
     mask = ndi.binary_fill_holes(mask) & valid
-    return _keep_compact(mask, px, p)
+    found = _keep_compact(mask, px, p)
+    if p.shadow_check:
+        found = _with_new_shadow(found, value_before, value_after, valid, shadow_px, p)
+    planes = [np.where(valid, v[seg], 0).astype(np.float32) for v in (grey, drop, new_shadow, lit)]
+    return BuildingEvidence(*planes, found=found)
 
 
 def find_demolished_buildings(before: np.ndarray, after: np.ndarray, *, pixel_size_m: float,
@@ -231,11 +277,15 @@ def _ndvi(image: np.ndarray) -> np.ndarray:
     return (nir - red) / (nir + red + 1e-6)
 
 
-def _robust_z(plane: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    values = plane[valid]
-    median = float(np.median(values))
-    spread = 1.4826 * float(np.median(np.abs(values - median))) + 1e-6
-    return (plane - median) / spread
+def _border_means(plane: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Mean of ``plane`` over the inner border pixels of each segment (vector by segment id)."""
+    from skimage.segmentation import find_boundaries
+
+    border = find_boundaries(seg, mode="inner")
+    n = int(seg.max()) + 1
+    ids = seg[border]
+    return (np.bincount(ids, plane[border].astype(np.float64), n)
+            / np.maximum(np.bincount(ids, minlength=n), 1))
 
 
 def _line(length_px: float, angle_deg: float) -> np.ndarray:
@@ -278,4 +328,23 @@ def _keep_compact(mask: np.ndarray, px: float, p: BuildingParams) -> np.ndarray:
     keep = ((area_m2 >= p.min_area_m2) & (area >= p.min_pixels) & (area_m2 <= p.max_area_m2)
             & (area / np.maximum(4 * inscribed ** 2, 1) <= p.max_elongation))
     keep[0] = False
+    return keep[labels]
+
+
+def _with_new_shadow(found: np.ndarray, value_before: np.ndarray, value_after: np.ndarray, valid: np.ndarray,
+                     shadow_px: int, p: BuildingParams) -> np.ndarray:
+    """Buildings of ``found`` with at least ``new_shadow_min`` new shadow in the ring around them."""
+    labels, n = ndi.label(found, structure=np.ones((3, 3), bool))
+    keep = np.zeros(n + 1, bool)
+    ring_shape = _disk(shadow_px)
+    for i, box in enumerate(ndi.find_objects(labels), 1):
+        box = tuple(slice(max(b.start - shadow_px - 1, 0), b.stop + shadow_px + 1) for b in box)
+        inside = labels[box] == i
+        ring = ndi.binary_dilation(inside, ring_shape) & ~found[box] & valid[box]
+        if not ring.any():
+            continue
+        after, before = value_after[box], value_before[box]
+        new_dark = ((after[ring] < p.shadow_share * after[inside].mean())
+                    & ~(before[ring] < p.shadow_share * before[inside].mean()))
+        keep[i] = new_dark.mean() >= p.new_shadow_min
     return keep[labels]

@@ -38,7 +38,7 @@ from .clean import clean_mask
 from .detect import DetectorParams
 from .errors import InputFileError, OutputError
 from .features import block_majority, upsample
-from .pair_features import ANALYSIS_M, PreparedPair, exact_box_mean, feature_names
+from .pair_features import ANALYSIS_M, OBJECT_FEATURES, PreparedPair, exact_box_mean, feature_names
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ def change_probability(model: ChangeModel, before: np.ndarray, after: np.ndarray
     Extra bands beyond the model's (NIR for an RGB model) are ignored.
     """
     before, after = _use_bands(model, before, after, name)
-    p = PreparedPair(before, after, valid, pixel_size_m=pixel_size_m, analysis_m=model.analysis_m, name=name)
+    p = PreparedPair(before, after, valid, pixel_size_m=pixel_size_m, analysis_m=model.analysis_m, name=name,
+                     objects=_has_objects(model))
     return _probability(p, model.estimator)
 
 
@@ -152,7 +153,9 @@ def predict_change(model: ChangeModel, before: np.ndarray, after: np.ndarray, va
 
     Probability per analysis pixel above ``model.threshold``, cleaned
     (:func:`~imagery_watch.clean.clean_mask`), repeated back to the input pixels and cut to
-    ``valid``. Inputs are not modified.
+    ``valid``. A model with object features (the default of :func:`fit_change_model`) adds
+    to the new buildings that :func:`~imagery_watch.buildings.find_new_buildings` finds:
+    its threshold was chosen for that union. Inputs are not modified.
 
     Raises
     ------
@@ -160,12 +163,20 @@ def predict_change(model: ChangeModel, before: np.ndarray, after: np.ndarray, va
         Images of different sizes, or fewer bands than the model was trained on.
     """
     before, after = _use_bands(model, before, after, name)
-    p = PreparedPair(before, after, valid, pixel_size_m=pixel_size_m, analysis_m=model.analysis_m, name=name)
+    p = PreparedPair(before, after, valid, pixel_size_m=pixel_size_m, analysis_m=model.analysis_m, name=name,
+                     objects=_has_objects(model))
     mask = _clean(_probability(p, model.estimator) > model.threshold, model, p.analysis_pixel_m) & p.valid
     out = upsample(mask, p.factor, p.shape)
+    if p.found is not None:  # what the model adds to the segments' new buildings
+        out |= p.found
     if valid is not None:
         out &= np.asarray(valid, bool)
     return out
+
+
+def _has_objects(model: ChangeModel) -> bool:
+    """Whether the model reads the roof-like segment features (files before them do not)."""
+    return OBJECT_FEATURES[0] in model.feature_names
 
 
 def _openmp_threads(n: int):
@@ -267,12 +278,15 @@ def _f1(tp: int, fp: int, fn: int) -> float:
 
 
 def _choose_threshold(model: ChangeModel, prepared: list, labels: list, probs: list) -> tuple:
-    """Threshold maximising pooled F1 of the cleaned masks; the counts at it."""
+    """Threshold maximising pooled F1 of the cleaned masks (joined with the segments' new
+    buildings for a model with object features, as :func:`predict_change` does); the counts at it."""
     best = (-1.0, 0.5, (0, 0, 0))
     for t in np.round(np.arange(0.02, 0.981, 0.02), 3):
         tp = fp = fn = 0
         for p, y, pr in zip(prepared, labels, probs):
             m = _clean(pr > t, model, p.analysis_pixel_m) & p.valid
+            if p.objects is not None:
+                m |= p.objects[OBJECT_FEATURES.index("obj_found")] >= 0.5
             a = int((m & y).sum())
             tp, fp, fn = tp + a, fp + int(m.sum()) - a, fn + int(y.sum()) - a
         f1 = _f1(tp, fp, fn)
@@ -283,7 +297,7 @@ def _choose_threshold(model: ChangeModel, prepared: list, labels: list, probs: l
 
 def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed: int = 0,
                      max_samples: int = 200_000, bags: int = 1, analysis_m: float = ANALYSIS_M, threads: int = 1,
-                     on_event: Callable[[str], None] | None = None) -> ChangeModel:
+                     objects: bool = True, on_event: Callable[[str], None] | None = None) -> ChangeModel:
     """Train a change model on labelled pairs.
 
     Parameters
@@ -304,6 +318,10 @@ def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed
         Analysis resolution in metres.
     threads : int
         OpenMP threads of the estimator's fit (1: predictable on shared cores).
+    objects : bool
+        Also learn from the roof-like segment features
+        (:data:`~imagery_watch.pair_features.OBJECT_FEATURES`, the evidence of
+        ``detect-pairs --evidence segments``).
     on_event : callable, optional
         Receives one-line progress messages.
 
@@ -335,7 +353,8 @@ def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed
         if lp.label.shape != lp.before.shape[1:]:
             raise InputFileError(f"{lp.name}: label {lp.label.shape[::-1]} and images {lp.before.shape[1:][::-1]} "
                                  "(x, y) differ in size; the label must cover the image pixel for pixel")
-        p = PreparedPair(lp.before, lp.after, lp.valid, pixel_size_m=pixel_size_m, analysis_m=analysis_m, name=lp.name)
+        p = PreparedPair(lp.before, lp.after, lp.valid, pixel_size_m=pixel_size_m, analysis_m=analysis_m, name=lp.name,
+                         objects=objects)
         prepared.append(p)
         labels.append(block_majority(np.asarray(lp.label, bool), p.factor) & p.valid)
     n_pos = sum(int(y.sum()) for y in labels)
@@ -367,7 +386,7 @@ def fit_change_model(pairs: Sequence[LabelledPair], *, pixel_size_m: float, seed
     sample = _Sample(np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), np.concatenate(bs))
     say(f"{len(pairs)} pairs, {take_pos:,} change and {bags} x {take_neg:,} no-change pixels sampled "
         f"(of {n_pos:,} and {n_neg:,}), {sample.x.shape[1]} features")
-    names = feature_names(next(iter(bands)))
+    names = feature_names(next(iter(bands)), objects=objects)
     model = ChangeModel(estimator=None, feature_names=names, bands=next(iter(bands)),
                         pixel_size_m=float(pixel_size_m), analysis_m=float(analysis_m))
     # out-of-fold probabilities, for the threshold
@@ -473,8 +492,9 @@ def load_model(path: str | os.PathLike) -> ChangeModel:
 
     path = Path(path)
     header = read_model_header(path)
-    names = feature_names(int(header.get("bands", 3)))
-    if tuple(header.get("feature_names", ())) != names:
+    names = tuple(header.get("feature_names", ()))
+    bands = int(header.get("bands", 3))
+    if names not in (feature_names(bands), feature_names(bands, objects=True)):
         raise InputFileError(f"{path}: the model was trained on other features than this imagery-watch computes; "
                              "train it again (imagery-watch train)")
     try:

@@ -31,7 +31,7 @@ from .features import (block_majority, block_stats, box_max, box_min, box_sum, c
                        local_std, luminance, radius_px)
 from .normalise import Normalisation, apply_normalisation, fit_normalisation
 
-__all__ = ["ANALYSIS_M", "FeatureStats", "PreparedPair", "feature_names", "analysis_factor", "feature_halo_px",
+__all__ = ["ANALYSIS_M", "OBJECT_FEATURES", "FeatureStats", "PreparedPair", "feature_names", "analysis_factor", "feature_halo_px",
            "fit_feature_stats", "pair_features", "exact_box_mean"]
 
 #: analysis resolution, the same as the rule-based detector's
@@ -52,12 +52,19 @@ _EPOCH = ("bright", "red", "green", "blue", "sat", "tex_fine", "tex1", "tex2", "
 _SHADOW_Z = -1.0  # analysis pixels this many luminance spreads below the median count as shadow
 
 
-def feature_names(bands: int) -> tuple:
+#: features of the roof-like segments (:func:`~imagery_watch.buildings.building_evidence`),
+#: averaged over each analysis pixel, appended with ``objects=True``; the last one is the
+#: new-building mask's share within ``_OBJECT_CONTEXT_M``
+OBJECT_FEATURES = ("obj_grey", "obj_drop", "obj_new_shadow", "obj_lit", "obj_found", "obj_found_ctx")
+_OBJECT_CONTEXT_M = 6.0
+
+
+def feature_names(bands: int, *, objects: bool = False) -> tuple:
     """Names of the features, in the order of :func:`pair_features`, for 3 or 4 bands."""
     per = _EPOCH + (("ndvi",) if bands == 4 else ())
     names = [f"b_{n}" for n in per] + [f"a_{n}" for n in per] + [f"d_{n}" for n in per] + ["evidence"]
     names += [f"ctx{int(m)}_{n}" for m in _CONTEXT_M for n in names]
-    return tuple(names)
+    return tuple(names) + (OBJECT_FEATURES if objects else ())
 
 
 def analysis_factor(pixel_size_m: float, analysis_m: float = ANALYSIS_M) -> int:
@@ -251,9 +258,14 @@ def _check_pair(before, after, valid, where: str = "pair"):
 
 
 class PreparedPair:
-    """One pair at the analysis resolution, with its own feature statistics."""
+    """One pair at the analysis resolution, with its own feature statistics.
 
-    def __init__(self, before, after, valid, *, pixel_size_m: float, analysis_m: float, name: str = "pair"):
+    With ``objects`` the :data:`OBJECT_FEATURES` follow the pixel features: the segments
+    look at the whole pair, so they are computed once here.
+    """
+
+    def __init__(self, before, after, valid, *, pixel_size_m: float, analysis_m: float, name: str = "pair",
+                 objects: bool = False):
         _check_pair(before, after, valid, name)
         valid = np.ones(before.shape[1:], bool) if valid is None else np.asarray(valid, bool)
         self.name, self.shape = name, before.shape[1:]
@@ -262,11 +274,33 @@ class PreparedPair:
         self.stats = fit_feature_stats([before], [after], [valid], pixel_size_m=pixel_size_m, analysis_m=analysis_m)
         self.mb, self.ma, self.gb, self.ga, self.valid = _to_analysis(before, after, valid, norm=self.stats.norm,
                                                                       factor=self.factor)
+        self.objects = self.found = None  # found: the new-building mask (y, x) at the input pixels
+        if objects:
+            self.objects, self.found = _object_features(before, after, valid, pixel_size_m=pixel_size_m,
+                                                        factor=self.factor, analysis_pixel_m=self.analysis_pixel_m)
 
     def strips(self, rows: int = _STRIP_ROWS):
         """(y0, y1, features (n, y1 - y0, x)) over strips of analysis rows, each read with the halo."""
-        return _strips(self.mb, self.ma, self.gb, self.ga, stats=self.stats, analysis_pixel_m=self.analysis_pixel_m,
-                       rows=rows)
+        for y0, y1, x in _strips(self.mb, self.ma, self.gb, self.ga, stats=self.stats,
+                                 analysis_pixel_m=self.analysis_pixel_m, rows=rows):
+            if self.objects is not None:
+                x = np.concatenate([x, self.objects[:, y0:y1]])
+            yield y0, y1, x
+
+
+def _object_features(before, after, valid, *, pixel_size_m: float, factor: int, analysis_pixel_m: float) -> tuple:
+    """:data:`OBJECT_FEATURES` (n, ny, nx) float32 at the analysis resolution, and the
+    new-building mask (y, x) bool at the input pixels."""
+    from .buildings import building_evidence
+
+    ev = building_evidence(before, after, pixel_size_m=pixel_size_m, valid=valid)
+    planes = [ev.grey, ev.drop, ev.new_shadow, ev.lit, ev.found.astype(np.float32)]
+    ny, nx = -(-before.shape[1] // factor), -(-before.shape[2] // factor)
+    pad = ((0, ny * factor - before.shape[1]), (0, nx * factor - before.shape[2]))
+    out = [np.pad(p, pad, mode="edge").reshape(ny, factor, nx, factor).mean(axis=(1, 3), dtype=np.float32)
+           for p in planes]
+    out.append(exact_box_mean(out[-1], radius_px(_OBJECT_CONTEXT_M, analysis_pixel_m)))
+    return np.stack(out).astype(np.float32, copy=False), ev.found
 
 
 def pair_features(before: np.ndarray, after: np.ndarray, valid: np.ndarray | None = None, *,
