@@ -78,6 +78,9 @@ NAIP_RULES = ("construction_on_farmland", "afforestation")
 #: houses (from about 30 m2); the rules' default 200 m2 is a farmland-enforcement unit
 HOUSE_MIN_AREA_M2 = 30.0
 
+#: published training-free F1 on the full LEVIR-CD test set (issue 8), for the comparison line
+PUBLISHED_LEVIR = {"PCA-kmeans": 0.39, "DCVA": 0.53, "SCM": 0.63}
+
 MIN_OBJECT_PX = 20
 OBJECT_COVER = 0.5
 
@@ -514,6 +517,12 @@ def format_tables(results: dict) -> str:
             checks.append(f"| {name} {q['name']} (no labelled change) | {_fmt(q['ours']['flagged_pct'], True)} | "
                           f"{_fmt(q['baseline']['flagged_pct'], True)} | {TARGETS['airchange_no_change']} |")
     out = "\n".join(rows)
+    levir = results.get("levir", {})
+    if "ours" in levir:
+        f1 = levir["ours"]["f1"]
+        out += ("\n\nLEVIR-CD, ours (training-free, these crops) against published training-free F1 on the full "
+                "test set (other crops: indicative): " + ", ".join(f"{k} {v:.2f} ({f1 - v:+.2f})"
+                                                               for k, v in PUBLISHED_LEVIR.items()) + ".")
     if len(checks) > 2:
         out += "\n\n" + "\n".join(checks)
     how = [f"{name}: {', '.join(r['rules'])} ({r.get('evidence', 'pixels')} evidence"
