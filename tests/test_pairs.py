@@ -52,3 +52,15 @@ def test_pixel_evidence_is_the_rules_path_and_unknown_evidence_is_refused():
     assert not detect_pair(before, before, rules=rules, pixel_size_m=PX, evidence="pixels").any()
     with pytest.raises(ConfigError, match="evidence.*segments, pixels"):
         detect_pair(before, after, rules=rules, pixel_size_m=PX, evidence="objects")
+
+
+def test_the_shadow_check_can_be_turned_off_for_flat_construction():
+    rng = np.random.default_rng(1)
+    field = lambda: np.clip(np.array([70, 110, 50], np.float32)[:, None, None]  # noqa: E731
+                            + rng.normal(0, 3, (3, 200, 200)), 0, 255).astype(np.uint8)
+    before, after = field(), field()
+    after[:, 80:110, 60:100] = np.array([110, 110, 104], np.uint8)[:, None, None]  # a concrete yard, no shadow
+    rules = select_rules(default_rules(), None)
+    assert not detect_pair(before, after, rules=rules, pixel_size_m=PX, min_area_m2=30).any()
+    flat = detect_pair(before, after, rules=rules, pixel_size_m=PX, min_area_m2=30, shadow_check=False)
+    assert flat[80:110, 60:100].mean() > 0.9 and flat.sum() < 1.1 * 30 * 40

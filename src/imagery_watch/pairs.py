@@ -57,7 +57,8 @@ def select_rules(rules: tuple, rule_names: tuple | None) -> tuple:
 
 
 def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_size_m: float,
-                sensitivity: float = 1.0, evidence: str = "segments", min_area_m2: float | None = None) -> np.ndarray:
+                sensitivity: float = 1.0, evidence: str = "segments", min_area_m2: float | None = None,
+                shadow_check: bool = True) -> np.ndarray:
     """Boolean (y, x) mask of pixels flagged by ``rules`` in one image pair.
 
     Parameters
@@ -74,6 +75,10 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
         See the module docstring.
     min_area_m2 : float, optional
         Smallest change kept, m2, for every rule (default: each rule's ``min_area_m2``).
+    shadow_check : bool
+        Segment evidence: keep only buildings with new shadow around them
+        (:class:`~imagery_watch.buildings.BuildingParams`); False also keeps flat
+        construction (hardstanding), with more false alarms.
 
     Raises
     ------
@@ -96,7 +101,8 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
             find = (find_new_buildings if _turns_into(rule, built=True)
                     else find_demolished_buildings if _turns_into(rule, built=False) else None)
             if find is not None:
-                params = BuildingParams(min_area_m2=max(BuildingParams.min_area_m2, rule.min_area_m2))
+                params = BuildingParams(min_area_m2=max(BuildingParams.min_area_m2, rule.min_area_m2),
+                                        shadow_check=shadow_check)
                 mask |= find(before, after, pixel_size_m=pixel_size_m, params=params)
         rules = tuple(r for r in rules if not (_turns_into(r, built=True) or _turns_into(r, built=False)))
         if not rules:
@@ -120,12 +126,12 @@ def _turns_into(rule, *, built: bool) -> bool:
 
 def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names=None,
               config_path=None, model_path=None, evidence: str = "segments",
-              min_area_m2: float | None = None) -> dict:
+              min_area_m2: float | None = None, shadow_check: bool = True) -> dict:
     """Write one 0/255 PNG mask per pair of same-named images.
 
     With ``model_path`` (a file of ``imagery-watch train``) the masks come from that model
-    (:func:`imagery_watch.learn.predict_change`) instead of the rules. ``evidence`` and
-    ``min_area_m2`` are those of :func:`detect_pair`.
+    (:func:`imagery_watch.learn.predict_change`) instead of the rules. ``evidence``,
+    ``min_area_m2`` and ``shadow_check`` are those of :func:`detect_pair`.
 
     Raises
     ------
@@ -172,7 +178,8 @@ def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names
             mask = predict_change(model, before[:bands], after[:bands], pixel_size_m=pixel_size_m, name=str(f))
         else:
             mask = detect_pair(before[:bands], after[:bands], rules=chosen, pixel_size_m=pixel_size_m,
-                               sensitivity=sensitivity, evidence=evidence, min_area_m2=min_area_m2)
+                               sensitivity=sensitivity, evidence=evidence, min_area_m2=min_area_m2,
+                               shadow_check=shadow_check)
         write_mask_png(out_dir / (f.stem + ".png"), mask)
         log.info("%s: %.2f %% flagged", f.name, 100 * mask.mean())
     if model is not None:

@@ -140,7 +140,7 @@ def test_detect_pairs_missing_after_image_is_a_clear_error(pair_folders, tmp_pat
 def test_detect_pairs_evidence_option(pair_folders, tmp_path, capsys, evidence):
     out = tmp_path / "masks"
     rc = main(["detect-pairs", str(pair_folders["before"]), str(pair_folders["after"]), "--out", str(out),
-               "--pixel-size", "0.2", "--evidence", evidence, "--min-area", "30"])
+               "--pixel-size", "0.2", "--evidence", evidence, "--min-area", "30", "--no-shadow-check"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert f"rules: construction_on_farmland ({evidence} evidence)" in captured.out

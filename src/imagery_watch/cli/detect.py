@@ -127,8 +127,11 @@ def detect(config_path, before, after, out_dir, chunk_px, workers, scheduler, qu
               help="segments: construction and demolition from roof-like image segments (best on real imagery); "
                    "pixels: every rule by pixel class transitions, as `detect` does.")
 @click.option("--min-area", "min_area_m2", type=click.FloatRange(min=0), help="Smallest change kept, m2, for every rule (default: each rule's min_area_m2; 30 suits single houses).")
+@click.option("--shadow-check/--no-shadow-check", default=True, show_default=True,
+              help="segments: keep only new buildings with new shadow around them; --no-shadow-check also keeps "
+                   "flat construction (hardstanding, yards), with more false alarms.")
 def detect_pairs(before_dir, after_dir, out_dir, pixel_size_m, rule_names, config_path, model_path, evidence,
-                 min_area_m2):
+                 min_area_m2, shadow_check):
     """Detect change in plain image pairs (same file names in BEFORE_DIR and AFTER_DIR).
 
     Writes one 0/255 PNG mask per pair into --out with the pair's name.
@@ -138,7 +141,8 @@ def detect_pairs(before_dir, after_dir, out_dir, pixel_size_m, rule_names, confi
     t0 = time.perf_counter()
     names = tuple(n.strip() for n in rule_names.split(",") if n.strip()) if rule_names else None
     report = run_pairs(before_dir, after_dir, out_dir, pixel_size_m=pixel_size_m, rule_names=names,
-                       config_path=config_path, model_path=model_path, evidence=evidence, min_area_m2=min_area_m2)
+                       config_path=config_path, model_path=model_path, evidence=evidence, min_area_m2=min_area_m2,
+                       shadow_check=shadow_check)
     how = (f"model: {report['model']} (threshold {report['threshold']:.3f})" if report.get("model")
            else f"rules: {', '.join(report['rules'])} ({report['evidence']} evidence)")
     click.echo(f"{report['pairs']} pairs, masks in {out_dir} ({time.perf_counter() - t0:.1f} s); {how}")
