@@ -118,6 +118,7 @@ def test_invalid_pixels_are_never_flagged_and_do_not_count():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(after=np.zeros((3, 10, 12), np.uint8)), "differ"),
+    (dict(valid=[[True] * 10] * 9), "valid"),
     (dict(before=np.zeros((2, 10, 10)), after=np.zeros((2, 10, 10))), "red, green, blue"),
     (dict(pixel_size_m=0.0), "pixel_size_m"),
     (dict(valid=np.ones((5, 5), bool)), "valid"),
@@ -158,3 +159,13 @@ def test_generated_scene_new_construction_is_found(generated, shadow_check, min_
     assert recall > min_recall
     assert on_change > min_on_change  # the rest: village ground, moved shadows, re-coloured roofs
     assert not found[~valid].any()
+
+
+def test_a_warehouse_is_kept_and_a_non_finite_pixel_is_only_left_out():
+    before = _field(shape=(240, 240))
+    after = _house(_field(1, shape=(240, 240)), slice(40, 200), slice(40, 200), shadow_px=8)  # 80 m x 80 m at 0.5 m
+    found = find_new_buildings(before, after, pixel_size_m=PX)
+    assert found[40:200, 40:200].mean() > 0.9  # 6400 m2: a farm shed or warehouse
+    with_nan = after.astype(np.float32)
+    with_nan[:, 5, 5] = np.nan
+    assert (find_new_buildings(before, with_nan, pixel_size_m=PX) == found).all()

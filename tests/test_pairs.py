@@ -64,3 +64,22 @@ def test_the_shadow_check_can_be_turned_off_for_flat_construction():
     assert not detect_pair(before, after, rules=rules, pixel_size_m=PX, min_area_m2=30).any()
     flat = detect_pair(before, after, rules=rules, pixel_size_m=PX, min_area_m2=30, shadow_check=False)
     assert flat[80:110, 60:100].mean() > 0.9 and flat.sum() < 1.1 * 30 * 40
+
+
+def test_an_explicit_minimum_area_is_used_as_given_and_transparent_pixels_are_never_flagged():
+    rng = np.random.default_rng(2)
+    field = lambda: np.clip(np.array([70, 110, 50], np.float32)[:, None, None]  # noqa: E731
+                            + rng.normal(0, 3, (3, 200, 200)), 0, 255).astype(np.uint8)
+    before, after = field(), field()
+    after[:, 100:116, 100:116] = np.array([22, 28, 18], np.uint8)[:, None, None]  # the shadow (3 m) of
+    after[:, 100:110, 100:110] = np.array([160, 158, 150], np.uint8)[:, None, None]  # a 25 m2 shed
+    rules = select_rules(default_rules(), None)
+    assert not detect_pair(before, after, rules=rules, pixel_size_m=PX, min_area_m2=30).any()
+    assert detect_pair(before, after, rules=rules, pixel_size_m=PX, min_area_m2=10).any()
+    b, a = _pair()
+    a[:, 20:50, 140:180] = a[:, 80:110, 60:100]  # a second roof, in pixels that are transparent
+    valid = np.ones(b.shape[1:], bool)
+    valid[:60, 120:] = False
+    found = detect_pair(b, a, rules=rules, pixel_size_m=PX, valid=valid)
+    assert found[80:110, 60:100].mean() > 0.9 and not found[:60, 120:].any()
+    assert detect_pair(b, a, rules=rules, pixel_size_m=PX)[20:50, 140:180].mean() > 0.9

@@ -46,7 +46,8 @@ Notes
 -----
 Segmentation and the component filters look at whole images: this is an image-pair
 method. It is not chunk-independent and is not used by the chunked ``detect`` job. The
-shadow evidence needs imagery fine enough to show a building's shadow (about 2 m or finer).
+shadow evidence needs imagery fine enough to show a building's shadow (about 2 m or finer,
+:data:`FINEST_USEFUL_M`); on coarser imagery the shadow check removes nearly everything.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .errors import ConfigError, GridMismatchError
 
 __all__ = ["BuildingParams", "BuildingEvidence", "building_evidence", "find_new_buildings",
            "find_demolished_buildings"]
@@ -98,7 +101,8 @@ class BuildingParams:
     open_m : float
         Radius of the final opening, metres.
     min_area_m2, max_area_m2 : float
-        Area range of a kept building, m2.
+        Area range of a kept building, m2 (up to a 140 m x 140 m warehouse; larger
+        components are fields and water bodies far more often than buildings).
     min_pixels : int
         Smallest kept building, pixels (guards coarse imagery).
     max_elongation : float
@@ -121,10 +125,13 @@ class BuildingParams:
     road_width_m: float = 14.0
     open_m: float = 1.0
     min_area_m2: float = 30.0
-    max_area_m2: float = 4000.0
+    max_area_m2: float = 20000.0
     min_pixels: int = 6
     max_elongation: float = 3.0
 
+
+#: coarsest pixel size (m) at which one- and two-storey buildings cast a visible shadow
+FINEST_USEFUL_M = 2.0
 
 #: directions (degrees) of the road test
 ROAD_DIRECTIONS = (0.0, 22.5, 45.0, 67.5, 90.0, 112.5, 135.0, 157.5)
@@ -169,8 +176,14 @@ def find_new_buildings(before: np.ndarray, after: np.ndarray, *, pixel_size_m: f
 
     Raises
     ------
-    ValueError
-        On arrays of different shapes, fewer than 3 bands, or a pixel size <= 0.
+    GridMismatchError
+        ``before``, ``after`` and ``valid`` of different sizes, or fewer than 3 bands.
+    ConfigError
+        A pixel size <= 0.
+
+    Notes
+    -----
+    Pixels that are not finite (NaN, inf) count as not valid.
     """
     return building_evidence(before, after, pixel_size_m=pixel_size_m, params=params, valid=valid).found
 
@@ -179,13 +192,28 @@ def building_evidence(before: np.ndarray, after: np.ndarray, *, pixel_size_m: fl
                       params: BuildingParams = BuildingParams(), valid: np.ndarray | None = None) -> BuildingEvidence:
     """The segment measurements behind :func:`find_new_buildings`, and its mask.
 
-    Same parameters as :func:`find_new_buildings`. The planes serve as features of the
-    supervised model (:mod:`~imagery_watch.pair_features`).
+    Parameters
+    ----------
+    before, after, pixel_size_m, params, valid
+        As :func:`find_new_buildings`.
+
+    Returns
+    -------
+    BuildingEvidence
+        Per-pixel planes (y, x); they serve as features of the supervised model
+        (:mod:`~imagery_watch.pair_features`).
+
+    Raises
+    ------
+    GridMismatchError
+        ``before``, ``after`` and ``valid`` of different sizes, or fewer than 3 bands.
+    ConfigError
+        A pixel size <= 0.
     """
     before, after, valid = _check(before, after, valid, pixel_size_m)
     if not valid.any():
-        zeros = np.zeros(valid.shape, np.float32)
-        return BuildingEvidence(zeros, zeros, zeros, zeros, np.zeros(valid.shape, bool))
+        return BuildingEvidence(*(np.zeros(valid.shape, np.float32) for _ in range(4)),
+                                found=np.zeros(valid.shape, bool))
     from skimage.segmentation import felzenszwalb
 
     px = float(pixel_size_m)
@@ -232,7 +260,10 @@ def building_evidence(before: np.ndarray, after: np.ndarray, *, pixel_size_m: fl
 def find_demolished_buildings(before: np.ndarray, after: np.ndarray, *, pixel_size_m: float,
                               params: BuildingParams = BuildingParams(),
                               valid: np.ndarray | None = None) -> np.ndarray:
-    """Pixels of buildings present before and not after: :func:`find_new_buildings` backwards."""
+    """Pixels of buildings present before and not after: :func:`find_new_buildings` backwards.
+
+    Parameters and errors as :func:`find_new_buildings`; returns (y, x) bool.
+    """
     return find_new_buildings(after, before, pixel_size_m=pixel_size_m, params=params, valid=valid)
 
 
@@ -243,16 +274,21 @@ def _check(before, after, valid, pixel_size_m) -> tuple:
     before = np.asarray(before, np.float32)
     after = np.asarray(after, np.float32)
     if before.shape != after.shape:
-        raise ValueError(f"before {before.shape} and after {after.shape} differ; co-register the pair first")
+        raise GridMismatchError(f"before {before.shape} and after {after.shape} differ; co-register the pair "
+                                "onto one grid first")
     if before.ndim != 3 or before.shape[0] < 3:
-        raise ValueError(f"expected (band, y, x) arrays with red, green, blue first, found shape {before.shape}")
+        raise GridMismatchError(f"expected (band, y, x) arrays with red, green, blue first, found shape "
+                                f"{before.shape}")
     if not pixel_size_m > 0:
-        raise ValueError(f"pixel_size_m: expected > 0, found {pixel_size_m}")
-    if valid is None:
-        valid = np.ones(before.shape[1:], bool)
-    elif valid.shape != before.shape[1:]:
-        raise ValueError(f"valid {valid.shape} does not match the images {before.shape[1:]}")
-    return before, after, np.asarray(valid, bool)
+        raise ConfigError(f"pixel_size_m: expected the ground pixel size in metres (> 0), found {pixel_size_m}")
+    valid = np.ones(before.shape[1:], bool) if valid is None else np.asarray(valid, bool)
+    if valid.shape != before.shape[1:]:
+        raise GridMismatchError(f"valid {valid.shape} does not match the images {before.shape[1:]}")
+    finite = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+    if not finite.all():
+        valid = valid & finite
+        before, after = np.where(finite, before, 0), np.where(finite, after, 0)
+    return before, after, valid
 
 
 class _SegmentMeans:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .buildings import BuildingParams, find_demolished_buildings, find_new_buildings
+from .buildings import FINEST_USEFUL_M, BuildingParams, find_demolished_buildings, find_new_buildings
 from .classes import LandCover
 from .config import default_rules, load_config
 from .detect import detect_block, fit_detector
@@ -58,7 +58,7 @@ def select_rules(rules: tuple, rule_names: tuple | None) -> tuple:
 
 def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_size_m: float,
                 sensitivity: float = 1.0, evidence: str = "segments", min_area_m2: float | None = None,
-                shadow_check: bool = True) -> np.ndarray:
+                shadow_check: bool = True, valid: np.ndarray | None = None) -> np.ndarray:
     """Boolean (y, x) mask of pixels flagged by ``rules`` in one image pair.
 
     Parameters
@@ -72,13 +72,18 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
     sensitivity : float
         ``[detection] sensitivity`` of the pixel rules.
     evidence : {"segments", "pixels"}
-        See the module docstring.
+        See the module docstring. With segments, a construction or demolition rule's
+        before (after) classes are not looked at: every new (demolished) building counts.
     min_area_m2 : float, optional
-        Smallest change kept, m2, for every rule (default: each rule's ``min_area_m2``).
+        Smallest change kept, m2, for every rule (default: each rule's ``min_area_m2``, and
+        with segments at least ``BuildingParams.min_area_m2``, 30 m2).
     shadow_check : bool
         Segment evidence: keep only buildings with new shadow around them
         (:class:`~imagery_watch.buildings.BuildingParams`); False also keeps flat
-        construction (hardstanding), with more false alarms.
+        construction (hardstanding), with more false alarms. The check needs imagery that
+        shows shadows (:data:`~imagery_watch.buildings.FINEST_USEFUL_M`, 2 m or finer).
+    valid : ndarray (y, x) of bool, optional
+        Usable pixels of both images (default: all); never flagged elsewhere.
 
     Raises
     ------
@@ -93,6 +98,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
         raise ConfigError(f"evidence: expected one of {', '.join(EVIDENCE)}, found {evidence!r}")
     if min_area_m2 is not None:
         rules = tuple(dataclasses.replace(r, min_area_m2=float(min_area_m2)) for r in rules)
+    valid = np.ones(before.shape[1:], dtype=bool) if valid is None else np.asarray(valid, bool)
     mask = np.zeros(before.shape[1:], bool)
     if evidence == "segments":
         for rule in rules:
@@ -101,19 +107,19 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
             find = (find_new_buildings if _turns_into(rule, built=True)
                     else find_demolished_buildings if _turns_into(rule, built=False) else None)
             if find is not None:
-                params = BuildingParams(min_area_m2=max(BuildingParams.min_area_m2, rule.min_area_m2),
-                                        shadow_check=shadow_check)
-                mask |= find(before, after, pixel_size_m=pixel_size_m, params=params)
+                smallest = (float(min_area_m2) if min_area_m2 is not None
+                            else max(BuildingParams.min_area_m2, rule.min_area_m2))
+                params = BuildingParams(min_area_m2=smallest, shadow_check=shadow_check)
+                mask |= find(before, after, pixel_size_m=pixel_size_m, params=params, valid=valid)
         rules = tuple(r for r in rules if not (_turns_into(r, built=True) or _turns_into(r, built=False)))
         if not rules:
             return mask
-    valid = np.ones(before.shape[1:], dtype=bool)
     norm = fit_normalisation([before], [after], [valid])
     after_n = apply_normalisation(after, norm)
     params = fit_detector([before], [after_n], [valid], pixel_size_m=pixel_size_m, sensitivity=sensitivity)
     result = detect_block(before, after_n, valid, farmland=None, rules=rules, params=params,
                           pixel_size_m=pixel_size_m)
-    return mask | (result.rule > 0)
+    return mask | ((result.rule > 0) & valid)
 
 
 def _turns_into(rule, *, built: bool) -> bool:
@@ -139,16 +145,17 @@ def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names
         No images, a name missing from the after folder, unreadable images, a model file
         that cannot be used.
     ConfigError
-        Rules or a minimum area named together with a model; an unknown ``evidence``.
+        Rules, a minimum area, pixel evidence or no shadow check asked together with a
+        model; an unknown ``evidence``.
     """
     before_dir, after_dir, out_dir = Path(before_dir), Path(after_dir), Path(out_dir)
     model = chosen = None
     if evidence not in EVIDENCE:
         raise ConfigError(f"--evidence: expected one of {', '.join(EVIDENCE)}, found {evidence!r}")
     if model_path is not None:
-        if rule_names or config_path or min_area_m2 is not None:
-            raise ConfigError("--model replaces the rules: leave out --rules, --config and --min-area, "
-                              "or leave out --model")
+        if rule_names or config_path or min_area_m2 is not None or evidence != "segments" or not shadow_check:
+            raise ConfigError("--model replaces the rules: leave out --rules, --config, --min-area, --evidence and "
+                              "--no-shadow-check, or leave out --model")
         from .learn import load_model
 
         model = load_model(model_path)
@@ -158,6 +165,10 @@ def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names
             cfg = load_config(config_path)
             rules, sensitivity = cfg.rules, cfg.detection.sensitivity
         chosen = select_rules(rules, rule_names)
+        if evidence == "segments" and pixel_size_m > FINEST_USEFUL_M:
+            log.warning("--pixel-size %g m: coarser than %g m, buildings cast no visible shadow and the segment "
+                        "evidence finds little; --no-shadow-check or --evidence pixels may suit this imagery",
+                        pixel_size_m, FINEST_USEFUL_M)
     files = list_images(before_dir)
     if not files:
         raise InputFileError(f"{before_dir}: no images (png, bmp, tif, jpg) found")
@@ -170,16 +181,21 @@ def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create the output folder ({exc})") from None
     for f in files:
-        before, after = read_image(f), read_image(after_dir / f.name)
-        bands = min(before.shape[0], after.shape[0])
+        (before, valid_b), (after, valid_a) = read_image(f, with_valid=True), read_image(after_dir / f.name,
+                                                                                        with_valid=True)
+        if before.shape[1:] != after.shape[1:]:
+            raise InputFileError(f"{after_dir / f.name}: {after.shape[2]} x {after.shape[1]} px, but the before image "
+                                 f"is {before.shape[2]} x {before.shape[1]} px; both images of a pair must cover the "
+                                 "same grid")
+        bands, valid = min(before.shape[0], after.shape[0]), valid_b & valid_a  # transparent pixels: not valid
         if model is not None:
             from .learn import predict_change
 
-            mask = predict_change(model, before[:bands], after[:bands], pixel_size_m=pixel_size_m, name=str(f))
+            mask = predict_change(model, before[:bands], after[:bands], valid, pixel_size_m=pixel_size_m, name=str(f))
         else:
             mask = detect_pair(before[:bands], after[:bands], rules=chosen, pixel_size_m=pixel_size_m,
                                sensitivity=sensitivity, evidence=evidence, min_area_m2=min_area_m2,
-                               shadow_check=shadow_check)
+                               shadow_check=shadow_check, valid=valid)
         write_mask_png(out_dir / (f.stem + ".png"), mask)
         log.info("%s: %.2f %% flagged", f.name, 100 * mask.mean())
     if model is not None:

@@ -147,10 +147,11 @@ def test_detect_pairs_evidence_option(pair_folders, tmp_path, capsys, evidence):
     assert not np.asarray(Image.open(out / "same.png")).any()
 
 
-def test_detect_pairs_refuses_a_minimum_area_with_a_model(pair_folders, tmp_path, capsys):
+@pytest.mark.parametrize("extra", [["--min-area", "30"], ["--evidence", "pixels"], ["--no-shadow-check"]])
+def test_detect_pairs_refuses_options_of_the_rules_with_a_model(pair_folders, tmp_path, capsys, extra):
     model = tmp_path / "model.iwm"
     model.write_bytes(b"not read")
     rc = main(["detect-pairs", str(pair_folders["before"]), str(pair_folders["after"]), "--out", str(tmp_path / "m"),
-               "--pixel-size", "0.2", "--model", str(model), "--min-area", "30"])
+               "--pixel-size", "0.2", "--model", str(model), *extra])
     err = capsys.readouterr().err
-    assert rc != 0 and "--min-area" in err and "--model" in err
+    assert rc != 0 and extra[0] in err and "--model" in err
