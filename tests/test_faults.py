@@ -100,7 +100,7 @@ elif point == "store-chunk":    # half of a chunk's result file written
 
     np.savez_compressed = half_written
 elif point == "merge":          # every chunk done, polygons being merged across seams
-    kill_at_entry(pipeline, "merge_pieces")
+    kill_at_entry(pipeline, "merge_pieces_in_batches")
 elif point == "store-patches":  # the new patch file written beside the old one, not yet complete
     kill_at_entry(patches, "_add_style")
 elif point == "store-rename":   # the new patch file complete, about to replace the old one

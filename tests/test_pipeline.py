@@ -198,6 +198,45 @@ def test_review_decisions_and_their_history_survive_a_rerun(scene_config, refere
     assert [h["to_status"] for h in again.history(ids[0])] == ["illegal", "legal", "illegal"]
 
 
+def test_patches_stored_in_small_batches_are_the_same(scene_config, reference_job, tmp_path, monkeypatch):
+    """The merge streams its rows to the GeoPackage in batches: same file content, summary and
+    carried-over reviews whatever the batch size."""
+    from functools import partial
+
+    from imagery_watch import pipeline, vectorise
+    from imagery_watch.review.store import PatchStore
+
+    monkeypatch.setattr(pipeline, "merge_pieces_in_batches",
+                        partial(vectorise.merge_pieces_in_batches, batch_size=2))
+    job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
+    ids = list(reference_job.patches["patch_id"])
+    assert len(ids) > 4, "too few patches for several batches"
+    PatchStore(job / "patches.gpkg").decide(ids[-1], "illegal", reviewer="alice", version=0, note="no permit")
+    result = run_detect(scene_config.replace("job", out=job))
+    assert result.summary["chunks_computed"] == 0 and result.summary["reviews_kept"] == 1
+    assert result.summary["per_rule"] == reference_job.summary["per_rule"]
+    got, expected = read_patches(result.patches_path), reference_job.patches.copy()
+    expected.loc[expected["patch_id"] == ids[-1], ["status", "reviewer", "note", "version"]] = \
+        ["illegal", "alice", "no permit", 1]
+    reviewed_at = got.loc[got["patch_id"] == ids[-1], "reviewed_at"]
+    expected.loc[expected["patch_id"] == ids[-1], "reviewed_at"] = reviewed_at.values
+    for c in expected.columns.drop("geometry"):
+        assert list(got[c]) == list(expected[c]), c
+    assert list(got.geometry.to_wkb()) == list(expected.geometry.to_wkb())
+
+
+def test_chunk_memory_is_given_back_before_the_merge():
+    """The malloc thresholds of the chunk tasks are set back, and set again by the next job."""
+    from imagery_watch import pipeline
+
+    pipeline._tune_malloc.cache_clear()
+    pipeline.process_chunk_group([])  # what a chunk task does first
+    assert pipeline._tune_malloc.cache_info().currsize == 1
+    pipeline._give_back_chunk_memory()
+    assert pipeline._tune_malloc.cache_info().currsize == 0
+    pipeline._give_back_chunk_memory()  # harmless when nothing was tuned
+
+
 def test_unreadable_previous_patch_file_is_kept_aside(scene_config, reference_job, tmp_path):
     job = shutil.copytree(reference_job.out_dir, tmp_path / "job")
     (job / "patches.gpkg").write_bytes(b"not a geopackage")

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from imagery_watch.classes import M2_PER_MU, LandCover
 from imagery_watch.vectorise import (PATCH_COLUMNS, _canonical, ellipsoidal_area_m2, merge_pieces,
-                                     vectorise_block)
+                                     merge_pieces_in_batches, vectorise_block)
 
 #: 0.2 m pixels in CGCS2000 / 3-degree GK CM 120E, near the central meridian
 TRANSFORM = Affine(0.2, 0.0, 500_000.0, 0.0, -0.2, 3_400_000.0)
@@ -106,6 +106,34 @@ def test_irregular_tiling_is_merged(scene, whole):
                 approved=scene["approved"][win], county=scene["county"][win], row0=r0, col0=c0,
                 transform=TRANSFORM))
     assert_same_table(merge(pieces), whole)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 10_000])
+def test_batches_put_together_are_the_whole_table(scene, whole, batch_size):
+    """The streaming merge gives the same rows, in patch_id order, at most batch_size at a time."""
+    import pandas as pd
+
+    batches = list(merge_pieces_in_batches(
+        vectorise_chunked(scene, (13, 29)), rule_names=RULES, min_area_m2=(0.0, 0.0, 0.0),
+        pixel_area_m2=PIXEL_AREA, crs=CRS, county_names=COUNTIES, provenance=PROVENANCE, batch_size=batch_size))
+    assert len(batches) == -(-len(whole) // batch_size)
+    assert all(0 < len(b) <= batch_size for b in batches)
+    assert all(b.crs == whole.crs for b in batches)
+    assert_same_table(pd.concat(batches, ignore_index=True), whole)
+
+
+def test_batches_of_no_patch_are_one_empty_table():
+    shape = (20, 30)
+    zeros = np.zeros(shape, np.uint8)
+    pieces = [vectorise_block(zeros, score=np.zeros(shape, np.float32), before_class=zeros, after_class=zeros,
+                              row0=0, col0=0, transform=TRANSFORM)]
+    batches = list(merge_pieces_in_batches(pieces, rule_names=RULES, min_area_m2=(0.0, 0.0, 0.0),
+                                           pixel_area_m2=PIXEL_AREA, crs=CRS, provenance=PROVENANCE))
+    assert len(batches) == 1 and len(batches[0]) == 0
+    assert list(batches[0].columns) == list(PATCH_COLUMNS) + ["geometry"]
+    with pytest.raises(ValueError, match="batch_size"):
+        next(merge_pieces_in_batches(pieces, rule_names=RULES, min_area_m2=(0.0, 0.0, 0.0),
+                                     pixel_area_m2=PIXEL_AREA, crs=CRS, provenance=PROVENANCE, batch_size=0))
 
 
 def test_table_columns_and_types(whole):

@@ -12,6 +12,8 @@ merge runs at the end:
    the edge labels of neighbouring chunks, linear in the number of edge pixels), sums
    their counts, dissolves their polygons, drops patches under each rule's minimum
    mapping unit and builds the patch table of DESIGN.md §3.
+   :func:`merge_pieces_in_batches` gives the same table a batch of rows at a time, so
+   that a city-sized job never holds all its polygons at once.
 
 Geometries are built and dissolved in *pixel* coordinates (x = column, y = row of the
 processing grid; integers, exact in float64), put into one canonical form (valid,
@@ -22,11 +24,10 @@ is bit-for-bit the same whatever the chunking.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import rasterio.features
@@ -594,6 +595,286 @@ def _neighbours(index: dict, key: int, lo: int, hi: int) -> list:
     return out
 
 
+#: patches per batch of :func:`merge_pieces_in_batches`: bounds the shapely geometries that
+#: are alive at once (a batch of 2,048 patches of a city holds about 0.2 M vertices)
+MERGE_BATCH = 2048
+
+
+@dataclass
+class _Gathered:
+    """All chunks' pieces as compact arrays (one row per piece, pieces of chunk after chunk).
+
+    Geometries stay as one ragged int32 array (:meth:`BlockPieces.to_arrays` layout,
+    offsets made global), 8 bytes a vertex: the 3,844 chunks of a 16 Gpx job took
+    0.18 GiB loaded as shapely objects, and every whole-table step on them as much again.
+    """
+
+    transform: tuple
+    rule: np.ndarray
+    pixel_count: np.ndarray
+    score_sum: np.ndarray
+    before_hist: np.ndarray
+    after_hist: np.ndarray
+    farmland_px: np.ndarray
+    approved_px: np.ndarray
+    county_px: np.ndarray
+    anchor: np.ndarray
+    coords: np.ndarray
+    ring_offsets: np.ndarray
+    poly_offsets: np.ndarray
+    pairs: np.ndarray
+    n_chunks: int
+
+
+def _widened(a: np.ndarray, n: int, width: int) -> np.ndarray:
+    """``a`` (n, k) as int64 (n, width): columns cut or zero-padded."""
+    out = np.zeros((n, width), np.int64)
+    k = min(a.shape[1], width) if a.ndim == 2 else 0
+    out[:, :k] = a[:, :k]
+    return out
+
+
+def _gather(pieces_iterable: Iterable[BlockPieces], *, n_rules: int, rule_names: list,
+            n_county: int) -> _Gathered:
+    """One pass over the chunks: check them, keep their counts, seam edges and polygons
+    compactly, then match the seams (pairs of piece ids to join)."""
+    transform = None
+    seen: set = set()
+    blocks: list = []  # per chunk: (row0, col0, height, width, number of pieces)
+    seams: list = []  # per chunk: sparse edges {name: (positions, global ids)}
+    parts: dict = {name: [] for name in ("rule", "pixel_count", "score_sum", "before_hist", "after_hist",
+                                         "farmland_px", "approved_px", "county_px", "anchor", "coords",
+                                         "ring_offsets", "poly_offsets")}
+    n_seen = n_rings = n_coords = 0
+    for p in pieces_iterable:
+        if transform is None:
+            transform = tuple(p.transform)
+        elif tuple(p.transform) != transform:
+            raise ValueError(f"pieces of chunk ({p.row0}, {p.col0}) come from another grid: transform "
+                             f"{p.transform} != {transform}; merge the pieces of one job only")
+        if (p.row0, p.col0) in seen:
+            raise ValueError(f"chunk ({p.row0}, {p.col0}) appears twice; pass each chunk's pieces once")
+        seen.add((p.row0, p.col0))
+        if p.county_px.shape[1] > n_county and p.county_px[:, n_county:].any():
+            raise ValueError(f"chunk ({p.row0}, {p.col0}): county code {p.county_px.shape[1] - 1} has no name; "
+                             f"pass all {p.county_px.shape[1] - 1} county_names")
+        n = len(p)
+        # keep only the changed pixels of the edges: the dense edge arrays of every chunk
+        # of a city would add up to gigabytes (4 x chunk_px labels per chunk)
+        seams.append({name: _sparse_edge(p.edges[name], p.row0 if name in ("left", "right") else p.col0, n_seen)
+                      for name in _EDGES})
+        blocks.append((p.row0, p.col0, p.shape[0], p.shape[1], n))
+        n_seen += n
+        if n == 0:
+            continue
+        rule = np.asarray(p.rule, np.int64)
+        if rule.min() < 1 or rule.max() > n_rules:
+            raise ValueError(f"rule value {int(rule.max())} has no name; expected 1..{n_rules} "
+                             f"for rule_names {rule_names}")
+        parts["rule"].append(rule)
+        for name in ("pixel_count", "score_sum", "farmland_px", "approved_px"):
+            parts[name].append(np.asarray(getattr(p, name), np.int64))
+        parts["before_hist"].append(_widened(p.before_hist, n, N_CLASSES))
+        parts["after_hist"].append(_widened(p.after_hist, n, N_CLASSES))
+        parts["county_px"].append(_widened(p.county_px, n, n_county))
+        parts["anchor"].append(_widened(p.anchor, n, 2))
+        _, coords, (ring_offsets, poly_offsets) = shapely.to_ragged_array(p.geometry)
+        parts["coords"].append(coords.astype(np.int32))  # exact: every vertex is a pixel corner
+        parts["ring_offsets"].append(ring_offsets[1:].astype(np.int64) + n_coords)
+        parts["poly_offsets"].append(poly_offsets[1:].astype(np.int64) + n_rings)
+        n_coords += coords.shape[0]
+        n_rings += ring_offsets.shape[0] - 1
+
+    def cat(name, shape):
+        return np.concatenate(parts.pop(name)) if parts[name] else np.zeros(shape, np.int64)
+
+    arrays = {name: cat(name, shape) for name, shape in (
+        ("rule", (0,)), ("pixel_count", (0,)), ("score_sum", (0,)), ("farmland_px", (0,)), ("approved_px", (0,)),
+        ("before_hist", (0, N_CLASSES)), ("after_hist", (0, N_CLASSES)), ("county_px", (0, n_county)),
+        ("anchor", (0, 2)))}
+    coords = np.concatenate(parts["coords"]) if parts["coords"] else np.zeros((0, 2), np.int32)
+    ring_offsets = np.concatenate([np.zeros(1, np.int64)] + parts["ring_offsets"])
+    poly_offsets = np.concatenate([np.zeros(1, np.int64)] + parts["poly_offsets"])
+    del parts
+
+    # -- seams: pairs of pieces facing each other across the seams of neighbouring chunks
+    rule = arrays["rule"]
+    sizes = [b[4] for b in blocks]
+    by_left: dict = {}
+    by_top: dict = {}
+    for k, (row0, col0, h, w, _n) in enumerate(blocks):
+        by_left.setdefault(col0, []).append((row0, h, k))
+        by_top.setdefault(row0, []).append((col0, w, k))
+    for d in (by_left, by_top):
+        for entries in d.values():
+            entries.sort()
+    pairs = []
+    for k, (row0, col0, h, w, n) in enumerate(blocks):
+        if n == 0:
+            continue
+        for q in _neighbours(by_left, col0 + w, row0, row0 + h):
+            if sizes[q]:
+                pairs.append(_seam_pairs(seams[k]["right"], seams[q]["left"], rule))
+        for q in _neighbours(by_top, row0 + h, col0, col0 + w):
+            if sizes[q]:
+                pairs.append(_seam_pairs(seams[k]["bottom"], seams[q]["top"], rule))
+    pairs = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), np.int64)
+    return _Gathered(transform=transform, coords=coords, ring_offsets=ring_offsets, poly_offsets=poly_offsets,
+                     pairs=pairs, n_chunks=len(blocks), **arrays)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(a, b) for a, b in zip(lo, hi)])``, without the loop."""
+    n = hi - lo
+    total = int(n.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    return np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total, dtype=np.int64)
+
+
+def _take_polygons(g: _Gathered, idx: np.ndarray) -> np.ndarray:
+    """Shapely polygons of pieces ``idx`` (the same objects :func:`load_pieces` gives)."""
+    if idx.size == 0:
+        return np.empty(0, dtype=object)
+    r_lo, r_hi = g.poly_offsets[idx], g.poly_offsets[idx + 1]
+    rings = _ranges(r_lo, r_hi)
+    c_lo, c_hi = g.ring_offsets[rings], g.ring_offsets[rings + 1]
+    coords = g.coords[_ranges(c_lo, c_hi)].astype(np.float64)
+    ring_offsets = np.concatenate([[0], np.cumsum(c_hi - c_lo)]).astype(np.int64)
+    poly_offsets = np.concatenate([[0], np.cumsum(r_hi - r_lo)]).astype(np.int64)
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_offsets, poly_offsets))
+
+
+def merge_pieces_in_batches(pieces_iterable: Iterable[BlockPieces], *, rule_names: Sequence[str],
+                            min_area_m2: Sequence[float], pixel_area_m2: float, crs,
+                            county_names: Sequence[str] = (), provenance: Mapping,
+                            batch_size: int = MERGE_BATCH) -> Iterator:
+    """Join the pieces of all chunks into the patch table, yielded in batches of rows.
+
+    Same parameters, checks and rows as :func:`merge_pieces`, which is this function's
+    batches put together; ``batch_size`` is the most rows per batch.
+
+    Yields
+    ------
+    geopandas.GeoDataFrame
+        Consecutive rows of the patch table (columns :data:`PATCH_COLUMNS` and
+        ``geometry``), in ``patch_id`` order; at least one frame (empty when there is no
+        patch).
+
+    Notes
+    -----
+    Memory: the chunks are read once and kept as compact arrays (a few numbers per piece,
+    8 bytes per polygon vertex); shapely geometries exist for one batch at a time. Nothing
+    is computed before the first frame is asked for; the checks of :func:`merge_pieces`
+    raise then.
+    """
+    import geopandas
+    import pyproj
+
+    rule_names = [str(r) for r in rule_names]
+    min_area = np.asarray(list(min_area_m2), np.float64)
+    if min_area.shape != (len(rule_names),):
+        raise ValueError(f"min_area_m2: expected {len(rule_names)} values (one per rule), found {min_area.size}")
+    pixel_area_m2 = float(pixel_area_m2)
+    if not pixel_area_m2 > 0:
+        raise ValueError(f"pixel_area_m2: expected > 0, found {pixel_area_m2}")
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, found {batch_size}")
+    crs = pyproj.CRS.from_user_input(crs)
+    county_names = [str(c) for c in county_names]
+    n_county = len(county_names) + 1
+
+    g = _gather(pieces_iterable, n_rules=len(rule_names), rule_names=rule_names, n_county=n_county)
+    total = int(g.rule.shape[0])
+    graph = coo_matrix((np.ones(g.pairs.shape[1], np.int8), (g.pairs[0], g.pairs[1])), shape=(total, total))
+    n_groups, group = connected_components(graph, directed=False)
+    log.info("merge: %d chunks, %d pieces, %d seam links, %d components", g.n_chunks, total,
+             g.pairs.shape[1], n_groups)
+    g.pairs = None
+
+    # -- sum the counts per merged component -------------------------------------------
+    def summed(values: np.ndarray) -> np.ndarray:
+        out = np.zeros((n_groups,) + values.shape[1:], values.dtype)
+        np.add.at(out, group, values)
+        return out
+
+    pixel_count = summed(g.pixel_count)
+    key = g.anchor[:, 0] * (1 << 31) + g.anchor[:, 1]
+    first = np.full(n_groups, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, group, key)
+    g_rule = np.zeros(n_groups, np.int64)
+    g_rule[group] = g.rule
+
+    keep = np.flatnonzero(pixel_count * pixel_area_m2 >= min_area[g_rule - 1]) if n_groups else \
+        np.zeros(0, np.intp)
+    log.info("merge: %d of %d components at or above the minimum mapping unit", keep.size, n_groups)
+
+    # -- the table, without geometries, in patch_id order ----------------------------------
+    rows_k = first[keep] >> 31
+    cols_k = first[keep] & ((1 << 31) - 1)
+    names = np.array(rule_names, dtype=object)
+    rule_k = names[g_rule[keep] - 1] if keep.size else np.zeros(0, object)
+    patch_id = np.array([f"{r}-{row:07d}-{col:07d}" for r, row, col in zip(rule_k, rows_k, cols_k)],
+                        dtype=object)
+    srt = np.argsort(patch_id, kind="stable") if keep.size else np.zeros(0, np.intp)
+    keep, patch_id, rule_k = keep[srt], patch_id[srt], rule_k[srt]
+    n_keep = keep.size
+    labels = np.array([c.label for c in LandCover], dtype=object)
+    area_m2 = pixel_count[keep] * pixel_area_m2
+    if n_county > 1 and n_keep:
+        inside = summed(g.county_px)[keep, 1:]
+        best = np.argmax(inside, axis=1)
+        county = np.where(inside.max(axis=1) > 0, np.array(county_names, dtype=object)[best], "")
+    else:
+        county = np.full(n_keep, "", dtype=object)
+    columns = {
+        "patch_id": patch_id,
+        "rule": rule_k,
+        "county": county.astype(object),
+        "area_m2": area_m2.astype(np.float64),
+        "area_mu": area_m2 / M2_PER_MU,
+        "area_ellipsoidal_m2": None,  # from the geometries, per batch
+        "farmland_m2": summed(g.farmland_px)[keep] * pixel_area_m2,
+        "approved_m2": summed(g.approved_px)[keep] * pixel_area_m2,
+        "before_class": labels[np.argmax(summed(g.before_hist)[keep], axis=1)] if n_keep else np.zeros(0, object),
+        "after_class": labels[np.argmax(summed(g.after_hist)[keep], axis=1)] if n_keep else np.zeros(0, object),
+        "score": summed(g.score_sum)[keep] / SCORE_SCALE / np.maximum(pixel_count[keep], 1),
+        "status": np.full(n_keep, "pending", dtype=object),
+        "reviewer": np.full(n_keep, "", dtype=object),
+        "reviewed_at": np.full(n_keep, "", dtype=object),
+        "note": np.full(n_keep, "", dtype=object),
+        "version": np.zeros(n_keep, np.int64),
+        "job_id": np.full(n_keep, str(provenance.get("job_id", "")), dtype=object),
+        "epoch_before": np.full(n_keep, str(provenance.get("epoch_before", "")), dtype=object),
+        "epoch_after": np.full(n_keep, str(provenance.get("epoch_after", "")), dtype=object),
+    }
+    for name in ("pixel_count", "score_sum", "before_hist", "after_hist", "farmland_px", "approved_px",
+                 "county_px", "anchor", "rule"):
+        setattr(g, name, None)  # summed; only the polygons are needed from here on
+
+    # -- geometries, a batch at a time: dissolve the pieces of components that cross a seam
+    order = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[order], np.arange(n_groups + 1))
+    del group
+    for b0 in range(0, max(n_keep, 1), batch_size):
+        comps = keep[b0:b0 + batch_size]
+        lo, hi = starts[comps], starts[comps + 1]
+        polys = _take_polygons(g, order[_ranges(lo, hi)])
+        ends = np.cumsum(hi - lo)
+        geoms = np.empty(comps.size, dtype=object)
+        for k, (end, n) in enumerate(zip(ends, hi - lo)):
+            if n == 1:
+                geoms[k] = polys[end - 1]
+            else:
+                geoms[k] = _canonical(np.array([shapely.union_all(polys[end - n:end])], dtype=object))[0]
+        del polys
+        geoms = _to_map(geoms, g.transform)
+        batch = {k: (v[b0:b0 + batch_size] if v is not None else ellipsoidal_area_m2(geoms, crs))
+                 for k, v in columns.items()}
+        yield geopandas.GeoDataFrame(batch, geometry=geopandas.GeoSeries(geoms, crs=crs), crs=crs)
+
+
 def merge_pieces(pieces_iterable: Iterable[BlockPieces], *, rule_names: Sequence[str],
                  min_area_m2: Sequence[float], pixel_area_m2: float, crs,
                  county_names: Sequence[str] = (), provenance: Mapping) -> "geopandas.GeoDataFrame":  # noqa: F821
@@ -633,174 +914,17 @@ def merge_pieces(pieces_iterable: Iterable[BlockPieces], *, rule_names: Sequence
     -----
     Cost is linear in the number of pieces and edge pixels: seams are matched through
     the chunks' edge labels, and only the polygons of one merged component are unioned.
-    Identical output (ids, areas, geometries) for any chunking.
+    Identical output (ids, areas, geometries) for any chunking. The whole table is held
+    in memory: a city-sized job streams it with :func:`merge_pieces_in_batches` instead.
     """
-    import geopandas
-    import pyproj
+    import pandas as pd
 
-    rule_names = [str(r) for r in rule_names]
-    min_area = np.asarray(list(min_area_m2), np.float64)
-    if min_area.shape != (len(rule_names),):
-        raise ValueError(f"min_area_m2: expected {len(rule_names)} values (one per rule), found {min_area.size}")
-    pixel_area_m2 = float(pixel_area_m2)
-    if not pixel_area_m2 > 0:
-        raise ValueError(f"pixel_area_m2: expected > 0, found {pixel_area_m2}")
-    crs = pyproj.CRS.from_user_input(crs)
-    county_names = [str(c) for c in county_names]
-    n_county = len(county_names) + 1
-
-    blocks: list = []
-    seams: list = []  # per block: sparse edges {name: (positions, global ids)}
-    transform = None
-    seen: set = set()
-    n_seen = 0
-    for p in pieces_iterable:
-        if transform is None:
-            transform = p.transform
-        elif tuple(p.transform) != tuple(transform):
-            raise ValueError(f"pieces of chunk ({p.row0}, {p.col0}) come from another grid: transform "
-                             f"{p.transform} != {transform}; merge the pieces of one job only")
-        if (p.row0, p.col0) in seen:
-            raise ValueError(f"chunk ({p.row0}, {p.col0}) appears twice; pass each chunk's pieces once")
-        seen.add((p.row0, p.col0))
-        if p.county_px.shape[1] > n_county and p.county_px[:, n_county:].any():
-            raise ValueError(f"chunk ({p.row0}, {p.col0}): county code {p.county_px.shape[1] - 1} has no name; "
-                             f"pass all {p.county_px.shape[1] - 1} county_names")
-        # keep only the changed pixels of the edges: the dense edge arrays of every chunk
-        # of a city would add up to gigabytes (4 x chunk_px labels per chunk)
-        seams.append({name: _sparse_edge(p.edges[name], p.row0 if name in ("left", "right") else p.col0, n_seen)
-                      for name in _EDGES})
-        blocks.append(dataclasses.replace(p, edges={}))
-        n_seen += len(p)
-
-    sizes = np.array([len(p) for p in blocks], np.int64)
-    gid0 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    total = int(gid0[-1])
-
-    def cat(name, dtype, width=None):
-        if total == 0:
-            return np.zeros((0,) if width is None else (0, width), dtype)
-        if width is None:
-            return np.concatenate([np.asarray(getattr(p, name), dtype) for p in blocks])
-        out = np.zeros((total, width), dtype)
-        for p, g in zip(blocks, gid0[:-1]):
-            a = np.asarray(getattr(p, name), dtype)
-            k = min(a.shape[1], width)
-            out[g:g + len(p), :k] = a[:, :k]
-        return out
-
-    rule = cat("rule", np.int64)
-    if total and (rule.min() < 1 or rule.max() > len(rule_names)):
-        raise ValueError(f"rule value {int(rule.max())} has no name; expected 1..{len(rule_names)} "
-                         f"for rule_names {rule_names}")
-
-    # -- seams: union-find over the edge labels of neighbouring chunks -----------------
-    by_left: dict = {}
-    by_top: dict = {}
-    for b, p in enumerate(blocks):
-        by_left.setdefault(p.col0, []).append((p.row0, p.shape[0], b))
-        by_top.setdefault(p.row0, []).append((p.col0, p.shape[1], b))
-    for d in (by_left, by_top):
-        for entries in d.values():
-            entries.sort()
-    pairs = []
-    for b, p in enumerate(blocks):
-        if len(p) == 0:
-            continue
-        h, w = p.shape
-        for q in _neighbours(by_left, p.col0 + w, p.row0, p.row0 + h):
-            if len(blocks[q]):
-                pairs.append(_seam_pairs(seams[b]["right"], seams[q]["left"], rule))
-        for q in _neighbours(by_top, p.row0 + h, p.col0, p.col0 + w):
-            if len(blocks[q]):
-                pairs.append(_seam_pairs(seams[b]["bottom"], seams[q]["top"], rule))
-    if pairs:
-        pairs = np.concatenate(pairs, axis=1)
-    else:
-        pairs = np.zeros((2, 0), np.int64)
-    graph = coo_matrix((np.ones(pairs.shape[1], np.int8), (pairs[0], pairs[1])), shape=(total, total))
-    n_groups, group = connected_components(graph, directed=False)
-    log.info("merge: %d chunks, %d pieces, %d seam links, %d components", len(blocks), total,
-             pairs.shape[1], n_groups)
-
-    # -- sum the counts per merged component -------------------------------------------
-    def summed(values: np.ndarray) -> np.ndarray:
-        out = np.zeros((n_groups,) + values.shape[1:], values.dtype)
-        np.add.at(out, group, values)
-        return out
-
-    pixel_count = summed(cat("pixel_count", np.int64))
-    score_sum = summed(cat("score_sum", np.int64))
-    before_hist = summed(cat("before_hist", np.int64, N_CLASSES))
-    after_hist = summed(cat("after_hist", np.int64, N_CLASSES))
-    farmland_px = summed(cat("farmland_px", np.int64))
-    approved_px = summed(cat("approved_px", np.int64))
-    county_px = summed(cat("county_px", np.int64, n_county))
-    anchor = cat("anchor", np.int64, 2)
-    key = anchor[:, 0] * (1 << 31) + anchor[:, 1]
-    first = np.full(n_groups, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first, group, key)
-    g_rule = np.zeros(n_groups, np.int64)
-    g_rule[group] = rule
-
-    keep = np.flatnonzero(pixel_count * pixel_area_m2 >= min_area[g_rule - 1]) if n_groups else \
-        np.zeros(0, np.intp)
-    log.info("merge: %d of %d components at or above the minimum mapping unit", keep.size, n_groups)
-
-    # -- geometries: dissolve the pieces of components that cross a seam ----------------
-    piece_geoms = np.concatenate([p.geometry for p in blocks]) if total else np.empty(0, object)
-    order = np.argsort(group, kind="stable")
-    starts = np.searchsorted(group[order], np.arange(n_groups + 1))
-    geoms = np.empty(keep.size, dtype=object)
-    for k, g in enumerate(keep):
-        members = order[starts[g]:starts[g + 1]]
-        if members.size == 1:
-            geoms[k] = piece_geoms[members[0]]
-        else:
-            geoms[k] = _canonical(np.array([shapely.union_all(piece_geoms[members])], dtype=object))[0]
-    geoms = _to_map(geoms, transform)
-
-    # -- the table ----------------------------------------------------------------------
-    rows_k = first[keep] >> 31
-    cols_k = first[keep] & ((1 << 31) - 1)
-    names = np.array(rule_names, dtype=object)
-    rule_k = names[g_rule[keep] - 1] if keep.size else np.zeros(0, object)
-    patch_id = np.array([f"{r}-{row:07d}-{col:07d}" for r, row, col in zip(rule_k, rows_k, cols_k)],
-                        dtype=object)
-    labels = np.array([c.label for c in LandCover], dtype=object)
-    area_m2 = pixel_count[keep] * pixel_area_m2
-    if n_county > 1 and keep.size:
-        inside = county_px[keep, 1:]
-        best = np.argmax(inside, axis=1)
-        county = np.where(inside.max(axis=1) > 0, np.array(county_names, dtype=object)[best], "")
-    else:
-        county = np.full(keep.size, "", dtype=object)
-    n_keep = keep.size
-    columns = {
-        "patch_id": patch_id,
-        "rule": rule_k,
-        "county": county.astype(object),
-        "area_m2": area_m2.astype(np.float64),
-        "area_mu": area_m2 / M2_PER_MU,
-        "area_ellipsoidal_m2": ellipsoidal_area_m2(geoms, crs),
-        "farmland_m2": farmland_px[keep] * pixel_area_m2,
-        "approved_m2": approved_px[keep] * pixel_area_m2,
-        "before_class": labels[np.argmax(before_hist[keep], axis=1)] if n_keep else np.zeros(0, object),
-        "after_class": labels[np.argmax(after_hist[keep], axis=1)] if n_keep else np.zeros(0, object),
-        "score": score_sum[keep] / SCORE_SCALE / np.maximum(pixel_count[keep], 1),
-        "status": np.full(n_keep, "pending", dtype=object),
-        "reviewer": np.full(n_keep, "", dtype=object),
-        "reviewed_at": np.full(n_keep, "", dtype=object),
-        "note": np.full(n_keep, "", dtype=object),
-        "version": np.zeros(n_keep, np.int64),
-        "job_id": np.full(n_keep, str(provenance.get("job_id", "")), dtype=object),
-        "epoch_before": np.full(n_keep, str(provenance.get("epoch_before", "")), dtype=object),
-        "epoch_after": np.full(n_keep, str(provenance.get("epoch_after", "")), dtype=object),
-    }
-    srt = np.argsort(patch_id, kind="stable") if n_keep else np.zeros(0, np.intp)
-    frame = geopandas.GeoDataFrame({k: v[srt] for k, v in columns.items()},
-                                   geometry=geopandas.GeoSeries(geoms[srt], crs=crs), crs=crs)
-    return frame
+    batches = list(merge_pieces_in_batches(pieces_iterable, rule_names=rule_names, min_area_m2=min_area_m2,
+                                           pixel_area_m2=pixel_area_m2, crs=crs, county_names=county_names,
+                                           provenance=provenance, batch_size=MERGE_BATCH))
+    if len(batches) == 1:
+        return batches[0]
+    return pd.concat(batches, ignore_index=True)
 
 
 def _to_map(geoms: np.ndarray, transform) -> np.ndarray:
@@ -861,5 +985,5 @@ def ellipsoidal_area_m2(geoms, crs) -> np.ndarray:
     return out
 
 
-__all__ = ["BlockPieces", "vectorise_block", "merge_pieces", "save_pieces", "load_pieces",
+__all__ = ["BlockPieces", "vectorise_block", "merge_pieces", "merge_pieces_in_batches", "save_pieces", "load_pieces",
            "ellipsoidal_area_m2", "PATCH_COLUMNS", "N_CLASSES", "SCORE_SCALE"]

@@ -53,6 +53,29 @@ def test_round_trip(tmp_path, patches):
     assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
 
 
+def test_batches_write_the_same_layer_as_the_whole_table(tmp_path, patches):
+    whole, parts = tmp_path / "whole.gpkg", tmp_path / "parts.gpkg"
+    write_patches(patches, whole, rule_names=RULES)
+    write_patches((patches.iloc[i:i + 5].reset_index(drop=True) for i in range(0, len(patches), 5)), parts,
+                  rule_names=RULES)
+    a, b = read_patches(whole), read_patches(parts)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert list(shapely.to_wkb(np.asarray(a.geometry.values))) == list(shapely.to_wkb(np.asarray(b.geometry.values)))
+    with sqlite3.connect(parts) as con:
+        assert con.execute("SELECT geometry_type_name FROM gpkg_geometry_columns").fetchone()[0] == "POLYGON"
+        assert con.execute("SELECT count(*) FROM layer_styles").fetchone()[0] == 1
+    with pytest.raises(ValueError, match="at least one"):
+        write_patches(iter(()), tmp_path / "none.gpkg", rule_names=RULES)
+    assert not (tmp_path / "none.gpkg").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_attributes_read_without_polygons(tmp_path, patches):
+    path = tmp_path / "patches.gpkg"
+    write_patches(patches, path, rule_names=RULES)
+    back = read_patches(path, read_geometry=False)
+    assert "geometry" not in back.columns and list(back["patch_id"]) == list(patches["patch_id"])
+
+
 def test_round_trip_of_an_empty_table(tmp_path, patches):
     path = tmp_path / "empty.gpkg"
     write_patches(patches.iloc[:0], path, rule_names=RULES)

@@ -297,8 +297,12 @@ def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
 
     Parameters
     ----------
-    gdf : geopandas.GeoDataFrame
-        Patch table (see :func:`imagery_watch.vectorise.merge_pieces`).
+    gdf : geopandas.GeoDataFrame or iterable of them
+        Patch table (see :func:`imagery_watch.vectorise.merge_pieces`), or its consecutive
+        row batches with the same columns (see
+        :func:`imagery_watch.vectorise.merge_pieces_in_batches`), written one after the
+        other so that the whole table is never in memory; at least one batch (it may be
+        empty).
     path : path
         Target ``.gpkg``; replaced whole (other layers of an existing file are not kept).
     layer : str
@@ -325,24 +329,46 @@ def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
         then renamed over it).
     InputFileError
         If ``tables_from`` cannot be read.
+
+    Notes
+    -----
+    The layer's geometry type is that of a whole frame: ``Polygon`` when every geometry
+    is a Polygon, else ``MultiPolygon`` (Polygons promoted). For batches it is decided by
+    the first batch; a later batch of other types is written as it is (GDAL allows it,
+    with a warning).
     """
+    import pandas as pd
     import pyogrio
 
     path = Path(path)
     _check_writable_folder(path)
-    if rule_names is None:
-        rule_names = list(dict.fromkeys(gdf["rule"])) if "rule" in gdf.columns else []
-    types = set(gdf.geom_type.dropna()) if len(gdf) else set()
-    geometry_type = "Polygon" if types <= {"Polygon"} else "MultiPolygon" if types <= {"Polygon", "MultiPolygon"} \
-        else "Unknown"
+    batches = iter([gdf] if isinstance(gdf, pd.DataFrame) else gdf)
+    seen_rules: dict = {}
     tmp = _tmp(path)
     old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_DATE})
     try:
         tmp.unlink(missing_ok=True)
-        pyogrio.write_dataframe(gdf, tmp, layer=layer, driver="GPKG", geometry_type=geometry_type,
-                                promote_to_multi=geometry_type == "MultiPolygon")
-        _add_style(tmp, layer=layer, geometry_column=gdf.geometry.name, rule_names=list(rule_names))
+        geometry_type, geometry_column, rows = None, None, 0
+        for frame in batches:
+            if "rule" in frame.columns:
+                seen_rules.update(dict.fromkeys(frame["rule"]))
+            types = set(frame.geom_type.dropna()) if len(frame) else set()
+            kind = "Polygon" if types <= {"Polygon"} else "MultiPolygon" if types <= {"Polygon", "MultiPolygon"} \
+                else "Unknown"
+            if geometry_type is None:
+                geometry_type, geometry_column = kind, frame.geometry.name
+            elif kind not in ("Polygon", geometry_type):
+                log.warning("%s: a batch of patches holds %s geometries in a %s layer", path, kind, geometry_type)
+            pyogrio.write_dataframe(frame, tmp, layer=layer, driver="GPKG", geometry_type=geometry_type,
+                                    promote_to_multi=geometry_type == "MultiPolygon", append=rows > 0)
+            rows += len(frame)
+        if geometry_type is None:
+            raise ValueError("write_patches: no patch table given (an empty iterable of batches); pass at "
+                             "least one, possibly empty, GeoDataFrame")
+        if rule_names is None:
+            rule_names = list(seen_rules)
+        _add_style(tmp, layer=layer, geometry_column=geometry_column, rule_names=list(rule_names))
         copied = copy_attribute_tables(tables_from, tmp, tables) if tables_from is not None and tables else {}
         _fsync_file(tmp)
         _settle_wal(path)
@@ -360,7 +386,7 @@ def write_patches(gdf, path: str | os.PathLike, *, layer: str = "patches",
         raise
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
-    log.info("wrote %d patches to %s (layer %s)", len(gdf), path, layer)
+    log.info("wrote %d patches to %s (layer %s)", rows, path, layer)
     return copied
 
 
@@ -488,12 +514,19 @@ def snapshot_geopackage(src: str | os.PathLike, dest: str | os.PathLike) -> None
                           "space and permissions") from None
 
 
-def read_patches(path: str | os.PathLike, layer: str = "patches"):
+def read_patches(path: str | os.PathLike, layer: str = "patches", *, read_geometry: bool = True):
     """Read a patch layer (or any polygon layer, e.g. truth polygons) from a GeoPackage.
+
+    Parameters
+    ----------
+    path : path
+    layer : str
+    read_geometry : bool
+        False: the attributes only (a plain DataFrame), much less memory for a city.
 
     Returns
     -------
-    geopandas.GeoDataFrame
+    geopandas.GeoDataFrame, or pandas.DataFrame without ``read_geometry``
 
     Raises
     ------
@@ -514,7 +547,7 @@ def read_patches(path: str | os.PathLike, layer: str = "patches"):
         raise InputFileError(f"{path}: no layer {layer!r}; the file has: {', '.join(layers) or '(none)'}. "
                              "Pass the right layer name")
     try:
-        return pyogrio.read_dataframe(path, layer=layer)
+        return pyogrio.read_dataframe(path, layer=layer, read_geometry=read_geometry)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
         raise InputFileError(f"{path}: cannot read layer {layer!r} ({exc})") from None
 
