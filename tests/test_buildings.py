@@ -169,3 +169,15 @@ def test_a_warehouse_is_kept_and_a_non_finite_pixel_is_only_left_out():
     with_nan = after.astype(np.float32)
     with_nan[:, 5, 5] = np.nan
     assert (find_new_buildings(before, with_nan, pixel_size_m=PX) == found).all()
+
+
+def test_fine_imagery_is_worked_on_at_about_half_a_metre():
+    before = _field(shape=(200, 200))
+    after = _house(_field(1, shape=(200, 200)), slice(80, 110), slice(60, 100))
+    coarse_b = before.reshape(3, 100, 2, 100, 2).mean(axis=(2, 4))
+    coarse_a = after.reshape(3, 100, 2, 100, 2).mean(axis=(2, 4))
+    expected = find_new_buildings(coarse_b, coarse_a, pixel_size_m=0.5).repeat(2, axis=0).repeat(2, axis=1)
+    fine = find_new_buildings(before, after, pixel_size_m=0.25)  # the same images taken as 0.25 m
+    assert expected.any() and (fine == expected).all()
+    same = find_new_buildings(before, after, pixel_size_m=0.25, params=BuildingParams(working_m=0.25))
+    assert same.any() and not (same == fine).all()

@@ -108,6 +108,10 @@ class BuildingParams:
     max_elongation : float
         Largest ``area / (2 r)^2`` of a kept building (``r`` inscribed radius): 1 for a
         square, about 0.8 for a disc, large for thin or branched shapes.
+    working_m : float
+        Imagery finer than this is averaged over blocks of ``round(working_m / pixel size)``
+        pixels first and the results repeated back: the method was measured at 0.5 m, and
+        at 0.2 m it would cost about 8 times more for nothing.
     """
 
     segment_scale: float = 100.0
@@ -128,6 +132,7 @@ class BuildingParams:
     max_area_m2: float = 20000.0
     min_pixels: int = 6
     max_elongation: float = 3.0
+    working_m: float = 0.5
 
 
 #: coarsest pixel size (m) at which one- and two-storey buildings cast a visible shadow
@@ -214,10 +219,30 @@ def building_evidence(before: np.ndarray, after: np.ndarray, *, pixel_size_m: fl
     if not valid.any():
         return BuildingEvidence(*(np.zeros(valid.shape, np.float32) for _ in range(4)),
                                 found=np.zeros(valid.shape, bool))
+    factor = max(1, int(round(params.working_m / pixel_size_m)))
+    if factor > 1:  # fine imagery: work on block means at about working_m, repeat the results back
+        shape = valid.shape
+        ev = _evidence(_block_means(before, factor), _block_means(after, factor),
+                       _block_means(valid[None].astype(np.float32), factor)[0] == 1, pixel_size_m * factor, params)
+        planes = [np.repeat(np.repeat(x, factor, axis=0), factor, axis=1)[:shape[0], :shape[1]] for x in ev]
+        planes[-1] &= valid
+        return BuildingEvidence(*planes)
+    return _evidence(before, after, valid, float(pixel_size_m), params)
+
+
+def _block_means(image: np.ndarray, factor: int) -> np.ndarray:
+    """Means of ``factor`` x ``factor`` blocks of a (band, y, x) array (edge blocks padded by repetition)."""
+    nb, ny, nx = image.shape
+    by, bx = -(-ny // factor), -(-nx // factor)
+    padded = np.pad(image, ((0, 0), (0, by * factor - ny), (0, bx * factor - nx)), mode="edge")
+    return padded.reshape(nb, by, factor, bx, factor).mean(axis=(2, 4), dtype=np.float32)
+
+
+def _evidence(before: np.ndarray, after: np.ndarray, valid: np.ndarray, px: float,
+              p: BuildingParams) -> BuildingEvidence:
+    """:func:`building_evidence` at the images' own pixels (checked float arrays)."""
     from skimage.segmentation import felzenszwalb
 
-    px = float(pixel_size_m)
-    p = params
     rgb_after = np.moveaxis(after[:3], 0, -1) / np.float32(255)
     seg = felzenszwalb(rgb_after, scale=p.segment_scale, sigma=p.segment_sigma,
                        min_size=max(4, int(p.min_segment_m2 / px / px)))
