@@ -101,6 +101,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
     valid = np.ones(before.shape[1:], dtype=bool) if valid is None else np.asarray(valid, bool)
     mask = np.zeros(before.shape[1:], bool)
     if evidence == "segments":
+        found = {}  # rules asking the same question share one answer
         for rule in rules:
             if rule.where == "outside_farmland":  # no farmland layer: never fires (as the pixel rules)
                 continue
@@ -110,7 +111,9 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
                 smallest = (float(min_area_m2) if min_area_m2 is not None
                             else max(BuildingParams.min_area_m2, rule.min_area_m2))
                 params = BuildingParams(min_area_m2=smallest, shadow_check=shadow_check)
-                mask |= find(before, after, pixel_size_m=pixel_size_m, params=params, valid=valid)
+                if (find, params) not in found:
+                    found[find, params] = find(before, after, pixel_size_m=pixel_size_m, params=params, valid=valid)
+                mask |= found[find, params]
         rules = tuple(r for r in rules if not (_turns_into(r, built=True) or _turns_into(r, built=False)))
         if not rules:
             return mask

@@ -92,3 +92,15 @@ def test_detect_pairs_refuses_a_model_of_another_version(pair_dirs, tmp_path, ca
     assert f"{model}: model file format version 0" in err and "imagery-watch train" in err
     assert main(args + ["--rules", "demolition"]) == 2
     assert "--model replaces the rules" in capsys.readouterr().err
+
+
+def test_train_without_segment_features_writes_a_model_of_pixel_features_only(pair_dirs, small_model, tmp_path,
+                                                                               capsys):
+    from imagery_watch.pair_features import OBJECT_FEATURES, feature_names
+
+    model = tmp_path / "pixels.iwm"
+    rc = main(["train", *_dirs(pair_dirs), "--pixel-size", "0.2", "--out", str(model), "--include", "*_00000.png",
+               "--max-samples", "2000", "--no-segment-features", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    names = tuple(learn.read_model_header(model)["feature_names"])
+    assert names == feature_names(3) and not set(OBJECT_FEATURES) & set(names)

@@ -25,9 +25,12 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the pixel sample and of the model.")
 @click.option("--max-samples", default=200_000, show_default=True, type=click.IntRange(min=100),
               help="Analysis pixels sampled for training (change pixels up to half).")
+@click.option("--segment-features/--no-segment-features", default=True, show_default=True,
+              help="Labelled pairs: also learn from the roof-like segments of `detect-pairs --evidence segments` "
+                   "and add to their new buildings (about 3x slower to train; no effect with --patches).")
 @click.option("--quiet", "-q", is_flag=True, help="No step messages; the summary line only.")
 def train(before_dir, after_dir, label_dir, patches_path, pixel_size_m, model_path, include, exclude, seed,
-          max_samples, quiet):
+          max_samples, segment_features, quiet):
     """Train a change model on labelled pairs: same file names in BEFORE_DIR, AFTER_DIR and
     LABEL_DIR (labels: 0/255 or 0/1 masks, PNG/BMP/TIF, 255 or 1 = change).
 
@@ -75,7 +78,8 @@ def train(before_dir, after_dir, label_dir, patches_path, pixel_size_m, model_pa
 
     pairs = read_labelled_pairs(before_dir, after_dir, label_dir, include=include, exclude=exclude)
     say(f"{len(pairs)} labelled pairs: {', '.join(p.name for p in pairs[:5])}{', ...' if len(pairs) > 5 else ''}")
-    model = fit_change_model(pairs, pixel_size_m=pixel_size_m, seed=seed, max_samples=max_samples, on_event=say)
+    model = fit_change_model(pairs, pixel_size_m=pixel_size_m, seed=seed, max_samples=max_samples,
+                             objects=segment_features, on_event=say)
     save_model(model, model_path)
     oof = model.summary["out_of_fold"]
     click.echo(f"model {model_path}: {len(pairs)} pairs, threshold {model.threshold:.3f}, out-of-fold F1 "
