@@ -6,7 +6,8 @@ import pytest
 from imagery_watch.buildings import find_new_buildings
 from imagery_watch.config import default_rules
 from imagery_watch.errors import ConfigError
-from imagery_watch.pairs import _turns_into, detect_pair, select_rules
+from imagery_watch.buildings import turns_into
+from imagery_watch.pairs import detect_pair, select_rules
 
 PX = 0.5
 
@@ -22,7 +23,7 @@ def _pair(seed=0):
 
 
 def test_only_pure_construction_and_demolition_rules_go_to_segments():
-    kinds = {r.name: (_turns_into(r, built=True), _turns_into(r, built=False)) for r in default_rules()}
+    kinds = {r.name: (turns_into(r, built=True), turns_into(r, built=False)) for r in default_rules()}
     assert kinds == {"construction_on_farmland": (True, False), "construction_elsewhere": (True, False),
                      "afforestation": (False, False),  # built land may turn into trees: not a demolition
                      "demolition": (False, True), "reclamation": (False, False)}

@@ -61,7 +61,7 @@ from scipy import ndimage as ndi
 from .errors import ConfigError, GridMismatchError
 
 __all__ = ["BuildingParams", "BuildingEvidence", "building_evidence", "find_new_buildings",
-           "find_demolished_buildings"]
+           "find_demolished_buildings", "turns_into"]
 
 
 @dataclass(frozen=True)
@@ -290,6 +290,17 @@ def find_demolished_buildings(before: np.ndarray, after: np.ndarray, *, pixel_si
     Parameters and errors as :func:`find_new_buildings`; returns (y, x) bool.
     """
     return find_new_buildings(after, before, pixel_size_m=pixel_size_m, params=params, valid=valid)
+
+
+def turns_into(rule, *, built: bool) -> bool:
+    """Whether a rule turns other land into built land only (``built``), or built land only
+    into other land: the rules this module answers (construction, demolition)."""
+    from .classes import LandCover
+
+    into, out_of = rule.after, rule.before
+    if not built:
+        into, out_of = out_of, into
+    return into == {LandCover.BUILT} and LandCover.BUILT not in out_of
 
 
 # ------------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ class ProcessingSection:
 class DetectionSection:
     model: Path | None = None
     sensitivity: float = 1.0
+    building_check: str = "off"
 
 
 @dataclass(frozen=True)
@@ -336,9 +337,13 @@ def parse_config(data: Mapping, *, base_dir: Path | str = ".", source: str = "<c
 
     d = top.section("detection")
     model = d.path_value("model", None)
-    detection = DetectionSection(model=model, sensitivity=d.get("sensitivity", float, 1.0))
+    detection = DetectionSection(model=model, sensitivity=d.get("sensitivity", float, 1.0),
+                                 building_check=d.get("building_check", str, "off"))
     if not 0.1 <= detection.sensitivity <= 10:
         raise d.fail("sensitivity", f"expected 0.1..10 (1 = default), found {detection.sensitivity}")
+    if detection.building_check not in ("off", "buildings", "construction"):
+        raise d.fail("building_check", f'expected "off", "buildings" or "construction", found '
+                                       f'{detection.building_check!r}')
     d.finish()
 
     top.used.add("rules")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .buildings import FINEST_USEFUL_M, BuildingParams, find_demolished_buildings, find_new_buildings
+from .buildings import FINEST_USEFUL_M, BuildingParams, find_demolished_buildings, find_new_buildings, turns_into
 from .classes import LandCover
 from .config import default_rules, load_config
 from .detect import detect_block, fit_detector
@@ -105,8 +105,8 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
         for rule in rules:
             if rule.where == "outside_farmland":  # no farmland layer: never fires (as the pixel rules)
                 continue
-            find = (find_new_buildings if _turns_into(rule, built=True)
-                    else find_demolished_buildings if _turns_into(rule, built=False) else None)
+            find = (find_new_buildings if turns_into(rule, built=True)
+                    else find_demolished_buildings if turns_into(rule, built=False) else None)
             if find is not None:
                 smallest = (float(min_area_m2) if min_area_m2 is not None
                             else max(BuildingParams.min_area_m2, rule.min_area_m2))
@@ -114,7 +114,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
                 if (find, params) not in found:
                     found[find, params] = find(before, after, pixel_size_m=pixel_size_m, params=params, valid=valid)
                 mask |= found[find, params]
-        rules = tuple(r for r in rules if not (_turns_into(r, built=True) or _turns_into(r, built=False)))
+        rules = tuple(r for r in rules if not (turns_into(r, built=True) or turns_into(r, built=False)))
         if not rules:
             return mask
     norm = fit_normalisation([before], [after], [valid])
@@ -123,14 +123,6 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, rules: tuple, pixel_si
     result = detect_block(before, after_n, valid, farmland=None, rules=rules, params=params,
                           pixel_size_m=pixel_size_m)
     return mask | ((result.rule > 0) & valid)
-
-
-def _turns_into(rule, *, built: bool) -> bool:
-    """Whether ``rule`` turns other land into built land only (``built``), or built land only into other land."""
-    into, out_of = rule.after, rule.before
-    if not built:
-        into, out_of = out_of, into
-    return into == {LandCover.BUILT} and LandCover.BUILT not in out_of
 
 
 def run_pairs(before_dir, after_dir, out_dir, *, pixel_size_m: float, rule_names=None,

@@ -537,11 +537,16 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     model_figures = {"path": str(config.detection.model), "threshold": model.threshold,
                      "patches_flagged_by_rules": 0, "patches_kept": 0} if model is not None else None
     model_stats = []
+    building_figures = ({"mode": config.detection.building_check, "construction_patches": 0, "kept": 0}
+                        if config.detection.building_check != "off" else None)
 
     def stored(batches):
         for batch in batches:
             if model is not None:  # the model learnt from reviews keeps the patches it confirms
                 batch = _filter_by_model(batch, before_reader, after_reader, model, model_figures, model_stats)
+            if building_figures is not None:  # construction patches the segments confirm
+                batch = _filter_by_buildings(batch, before_reader, after_reader, rules, building_figures,
+                                             analysis_m=fit["params"]["analysis_m"])
             if reviews is not None:
                 batch = reviews.apply(batch)
             written.append(batch[["rule", "area_m2", "area_mu"]])
@@ -554,6 +559,9 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     if model is not None:
         say(f"change model {config.detection.model}: {model_figures['patches_kept']} of "
             f"{model_figures['patches_flagged_by_rules']} patches kept")
+    if building_figures is not None:
+        say(f"building check ({building_figures['mode']}): {building_figures['kept']} of "
+            f"{building_figures['construction_patches']} construction patches kept")
     patches = pd.concat(written, ignore_index=True)
     kept = reviews.kept if reviews is not None else 0
     _record_unprocessed(unprocessed, folder.root / UNPROCESSED_FILE)
@@ -571,6 +579,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
         "chunks_computed": len(tasks), "grid_px": [grid.height, grid.width],
         "area_km2": ground_px * grid.pixel_area_m2 / 1e6, "shift_px": [shift["dy"], shift["dx"]],
         "reviews_kept": kept, "notes": list(plan.notes), "model": model_figures,
+        "building_check": building_figures,
         "unprocessed": [{"epoch": r.epoch, "sheet": r.sheet, "reason": r.reason, "area_m2": r.area_m2,
                          "bounds": list(r.geometry.bounds)} for r in unprocessed.itertuples()],
         "unprocessed_km2": float(unprocessed["area_m2"].sum()) / 1e6,
@@ -672,6 +681,27 @@ def _filter_by_model(batch, before: EpochReader, after: EpochReader, model, figu
     kept = filter_patches(batch, before, after, model, column=None, stats=stats[0] if stats else None)
     figures["patches_kept"] += len(kept)
     return kept
+
+
+def _filter_by_buildings(batch, before: EpochReader, after: EpochReader, rules, figures: dict, *,
+                         analysis_m: float):
+    """The patches of ``batch``, less the construction patches that the segment method does
+    not confirm (:mod:`~imagery_watch.building_check`); counts them in ``figures``."""
+    from .building_check import MIN_SHARE, building_shares
+    from .buildings import BuildingParams, turns_into
+
+    names = [r.name for r in rules if turns_into(r, built=True)]
+    construction = batch["rule"].isin(names).to_numpy()
+    if not construction.any():
+        return batch
+    params = BuildingParams(shadow_check=figures["mode"] == "buildings")
+    shares = building_shares(list(batch.geometry[construction]), before, after, analysis_m=analysis_m,
+                             params=params)
+    keep = np.ones(len(batch), bool)
+    keep[construction] = np.nan_to_num(shares, nan=0.0) >= MIN_SHARE
+    figures["construction_patches"] += int(construction.sum())
+    figures["kept"] += int(keep[construction].sum())
+    return batch[keep].copy()
 
 
 def process_chunk_group(tasks: list) -> list:
