@@ -45,7 +45,7 @@ and is no longer (:func:`find_demolished_buildings`).
 Notes
 -----
 Segmentation and the component filters look at whole images: this is an image-pair
-method. It is not chunk-independent and is not used by the chunked ``detect`` job. The
+method: ``detect`` uses it patch by patch (:mod:`~imagery_watch.building_check`). The
 shadow evidence needs imagery fine enough to show a building's shadow (about 2 m or finer,
 :data:`FINEST_USEFUL_M`); on coarser imagery the shadow check removes nearly everything.
 """
