@@ -232,9 +232,9 @@ def test_chunk_memory_is_given_back_before_the_merge():
     pipeline._tune_malloc.cache_clear()
     pipeline.process_chunk_group([])  # what a chunk task does first
     assert pipeline._tune_malloc.cache_info().currsize == 1
-    pipeline._give_back_chunk_memory()
+    pipeline._give_back_memory()
     assert pipeline._tune_malloc.cache_info().currsize == 0
-    pipeline._give_back_chunk_memory()  # harmless when nothing was tuned
+    pipeline._give_back_memory()  # harmless when nothing was tuned
 
 
 def test_unreadable_previous_patch_file_is_kept_aside(scene_config, reference_job, tmp_path):

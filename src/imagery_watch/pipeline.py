@@ -519,13 +519,14 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
             gdal_cachemax_mb=config.processing.gdal_cachemax_mb))
     if reused:
         say(f"resuming: {reused} of {len(chunks)} chunks already done, {len(tasks)} to compute")
+    _give_back_memory()  # what the whole-image fits freed: 0.29 GiB at 16 Gpx, the chunk tasks' baseline
     t_chunks = time.perf_counter()
     chunk_stats = _run_tasks(tasks, client=client, workers=workers or config.processing.workers or None,
                              progress=progress, done0=reused, total=len(chunks))
     t_merge = time.perf_counter()
 
     # vectorise (merge across seams) -> store, a batch of patches at a time
-    _give_back_chunk_memory()
+    _give_back_memory()
     pieces = (load_pieces(chunk_dir / folder.chunk_name(i, j)) for (i, j, *_rest) in chunks)
     provenance = {"job_id": chunk_key[:12], "epoch_before": config.job.epoch_before,
                   "epoch_after": config.job.epoch_after}
@@ -642,10 +643,13 @@ def _tune_malloc() -> bool:
         return False
 
 
-def _give_back_chunk_memory() -> None:
-    """Return to the system what the chunk tasks of this process keep for the next chunk.
+def _give_back_memory() -> None:
+    """Return to the system the memory this process keeps but no longer uses.
 
-    With local threads the chunk tasks run in the job's process and leave behind GDAL's
+    Called before the chunk tasks, for what the whole-image fits (mosaic descriptions,
+    layers, samples) freed: measured at the start of the chunk tasks, 0.84 GiB resident at
+    16 Gpx and 0.57 GiB at 1 Gpx, 0.55 and 0.45 GiB after this. Called again after them:
+    with local threads the chunk tasks run in the job's process and leave behind GDAL's
     block cache (up to ``processing.gdal_cachemax_mb``) and the free heap that
     :data:`_MALLOC_OPTIONS` keeps (up to 256 MiB per malloc arena); the merge that follows
     does not need either. The block cache is emptied, glibc's default thresholds are set
