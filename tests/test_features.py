@@ -139,3 +139,16 @@ def test_block_count_all_and_majority(shape, kind):
     np.testing.assert_array_equal(count, want)
     np.testing.assert_array_equal(block_all(mask, 4), want == 16)
     np.testing.assert_array_equal(block_majority(mask, 4), want >= 8)
+
+
+def test_block_average_is_the_float_mean_of_edge_padded_blocks_on_any_leading_axes():
+    from imagery_watch.features import block_average
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (3, 10, 7)).astype(np.uint8)
+    out = block_average(img, 4)
+    assert out.shape == (3, 3, 2) and out.dtype == np.float32
+    padded = np.pad(img.astype(np.float64), ((0, 0), (0, 2), (0, 1)), mode="edge")
+    for b, i, j in np.ndindex(out.shape):
+        assert np.isclose(out[b, i, j], padded[b, 4 * i:4 * i + 4, 4 * j:4 * j + 4].mean())
+    assert np.array_equal(block_average(img[0].astype(np.float32), 4), out[0])

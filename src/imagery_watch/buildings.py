@@ -57,8 +57,10 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import disk
 
 from .errors import ConfigError, GridMismatchError
+from .features import block_average
 
 __all__ = ["BuildingParams", "BuildingEvidence", "building_evidence", "find_new_buildings",
            "find_demolished_buildings", "turns_into"]
@@ -222,20 +224,12 @@ def building_evidence(before: np.ndarray, after: np.ndarray, *, pixel_size_m: fl
     factor = max(1, int(round(params.working_m / pixel_size_m)))
     if factor > 1:  # fine imagery: work on block means at about working_m, repeat the results back
         shape = valid.shape
-        ev = _evidence(_block_means(before, factor), _block_means(after, factor),
-                       _block_means(valid[None].astype(np.float32), factor)[0] == 1, pixel_size_m * factor, params)
+        ev = _evidence(block_average(before, factor), block_average(after, factor),
+                       block_average(valid.astype(np.float32), factor) == 1, pixel_size_m * factor, params)
         planes = [np.repeat(np.repeat(x, factor, axis=0), factor, axis=1)[:shape[0], :shape[1]] for x in ev]
         planes[-1] &= valid
         return BuildingEvidence(*planes)
     return _evidence(before, after, valid, float(pixel_size_m), params)
-
-
-def _block_means(image: np.ndarray, factor: int) -> np.ndarray:
-    """Means of ``factor`` x ``factor`` blocks of a (band, y, x) array (edge blocks padded by repetition)."""
-    nb, ny, nx = image.shape
-    by, bx = -(-ny // factor), -(-nx // factor)
-    padded = np.pad(image, ((0, 0), (0, by * factor - ny), (0, bx * factor - nx)), mode="edge")
-    return padded.reshape(nb, by, factor, bx, factor).mean(axis=(2, 4), dtype=np.float32)
 
 
 def _evidence(before: np.ndarray, after: np.ndarray, valid: np.ndarray, px: float,
@@ -253,13 +247,14 @@ def _evidence(before: np.ndarray, after: np.ndarray, valid: np.ndarray, px: floa
     seg_mean = _SegmentMeans(seg)
     s_after, s_before = seg_mean(sat_after), seg_mean(sat_before)
     sat_median = max(float(np.median(sat_after[valid])), 1e-3)
-    lit = seg_mean(value_after) / max(float(np.median(value_after[valid])), 1.0)
+    value_median = float(np.median(value_after[valid]))
+    lit = seg_mean(value_after) / max(value_median, 1.0)
 
     ok = lit >= p.shadow_share
     if after.shape[0] >= 4:
         ndvi_after = seg_mean(_ndvi(after))
         ok &= (ndvi_after > 0) & (ndvi_after < p.ndvi_roof_max)
-    dark_after = value_after < p.shadow_share * float(np.median(value_after[valid]))
+    dark_after = value_after < p.shadow_share * value_median
     dark_before = value_before < p.shadow_share * float(np.median(value_before[valid]))
     shadow_px = max(1, int(round(p.shadow_length_m / px)))
     near_new_shadow = ndi.uniform_filter((dark_after & ~dark_before & valid).astype(np.float32), 2 * shadow_px + 1)
@@ -273,7 +268,7 @@ def _evidence(before: np.ndarray, after: np.ndarray, valid: np.ndarray, px: floa
     mask = ndi.binary_propagation(strong[seg], structure=np.ones((3, 3), bool), mask=(weak | strong)[seg])
     mask &= ~_roads(mask, px, p.road_length_m, p.road_width_m)
     if p.open_m >= px:  # an opening under one pixel is none
-        mask = ndi.binary_opening(mask, _disk(int(round(p.open_m / px))))
+        mask = ndi.binary_opening(mask, disk(int(round(p.open_m / px))))
     mask = ndi.binary_fill_holes(mask) & valid
     found = _keep_compact(mask, px, p)
     if p.shadow_check:
@@ -385,11 +380,6 @@ def _roads(mask: np.ndarray, px: float, length_m: float, width_m: float) -> np.n
     return out
 
 
-def _disk(radius: int) -> np.ndarray:
-    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    return x * x + y * y <= radius * radius
-
-
 def _keep_compact(mask: np.ndarray, px: float, p: BuildingParams) -> np.ndarray:
     labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     if n == 0:
@@ -408,7 +398,7 @@ def _with_new_shadow(found: np.ndarray, value_before: np.ndarray, value_after: n
     """Buildings of ``found`` with at least ``new_shadow_min`` new shadow in the ring around them."""
     labels, n = ndi.label(found, structure=np.ones((3, 3), bool))
     keep = np.zeros(n + 1, bool)
-    ring_shape = _disk(shadow_px)
+    ring_shape = disk(shadow_px)
     for i, box in enumerate(ndi.find_objects(labels), 1):
         box = tuple(slice(max(b.start - shadow_px - 1, 0), b.stop + shadow_px + 1) for b in box)
         inside = labels[box] == i

@@ -305,6 +305,15 @@ def _pad_to_multiple(a: np.ndarray, factor: int, fill=None) -> np.ndarray:
     return np.pad(a, pad, mode="constant", constant_values=fill)
 
 
+def block_average(a: np.ndarray, factor: int) -> np.ndarray:
+    """Float32 mean of each ``factor x factor`` block over the last two axes of any array
+    (partial edge blocks padded by repeating the edge pixels, as :func:`block_mean`)."""
+    padded = _pad_to_multiple(a, factor)
+    ny, nx = padded.shape[-2:]
+    shape = padded.shape[:-2] + (ny // factor, factor, nx // factor, factor)
+    return padded.reshape(shape).mean(axis=(-3, -1), dtype=np.float32)
+
+
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """Mean of each ``factor x factor`` block of a (band, y, x) uint8 image, rounded, uint8.
 

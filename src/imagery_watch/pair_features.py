@@ -27,12 +27,12 @@ import numpy as np
 
 from .detect import DetectorParams, change_evidence
 from .errors import InputFileError
-from .features import (block_majority, block_stats, box_max, box_min, box_sum, compute_features,
+from .features import (block_average, block_majority, block_stats, box_max, box_min, box_sum, compute_features,
                        local_std, luminance, radius_px)
 from .normalise import Normalisation, apply_normalisation, fit_normalisation
 
-__all__ = ["ANALYSIS_M", "OBJECT_FEATURES", "FeatureStats", "PreparedPair", "feature_names", "analysis_factor", "feature_halo_px",
-           "fit_feature_stats", "pair_features", "exact_box_mean"]
+__all__ = ["ANALYSIS_M", "OBJECT_FEATURES", "FeatureStats", "PreparedPair", "feature_names", "analysis_factor",
+           "feature_halo_px", "fit_feature_stats", "pair_features", "exact_box_mean"]
 
 #: analysis resolution, the same as the rule-based detector's
 ANALYSIS_M = DetectorParams().analysis_m
@@ -295,10 +295,7 @@ def _object_features(before, after, valid, *, pixel_size_m: float, factor: int, 
 
     ev = building_evidence(before, after, pixel_size_m=pixel_size_m, valid=valid)
     planes = [ev.grey, ev.drop, ev.new_shadow, ev.lit, ev.found.astype(np.float32)]
-    ny, nx = -(-before.shape[1] // factor), -(-before.shape[2] // factor)
-    pad = ((0, ny * factor - before.shape[1]), (0, nx * factor - before.shape[2]))
-    out = [np.pad(p, pad, mode="edge").reshape(ny, factor, nx, factor).mean(axis=(1, 3), dtype=np.float32)
-           for p in planes]
+    out = [block_average(p, factor) for p in planes]
     out.append(exact_box_mean(out[-1], radius_px(_OBJECT_CONTEXT_M, analysis_pixel_m)))
     return np.stack(out).astype(np.float32, copy=False), ev.found
 
