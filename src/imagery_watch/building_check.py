@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from .buildings import BuildingParams, find_new_buildings
-from .features import block_all, block_stats
+from .features import block_all, block_mean
 
 __all__ = ["WINDOW_M", "MIN_SHARE", "MODES", "building_shares"]
 
@@ -85,7 +85,7 @@ def building_shares(geometries, before, after, *, analysis_m: float, window_m: f
         if not valid.any():
             out[i] = 0.0
             continue
-        found = find_new_buildings(block_stats(b, f)[0], block_stats(a, f)[0], pixel_size_m=ap_m, params=params,
+        found = find_new_buildings(block_mean(b, f), block_mean(a, f), pixel_size_m=ap_m, params=params,
                                    valid=valid)
         transform = grid.window_transform(r0 * f, c0 * f) @ Affine.scale(f)
         inside = rasterize([(geom, 1)], out_shape=(h, w), transform=transform, fill=0, dtype="uint8").astype(bool)
