@@ -152,3 +152,94 @@ def test_block_average_is_the_float_mean_of_edge_padded_blocks_on_any_leading_ax
     for b, i, j in np.ndindex(out.shape):
         assert np.isclose(out[b, i, j], padded[b, 4 * i:4 * i + 4, 4 * j:4 * j + 4].mean())
     assert np.array_equal(block_average(img[0].astype(np.float32), 4), out[0])
+
+
+def _edge_blocks(a, factor, fill=None):
+    """Plain numpy reference: (..., ny/f, f, nx/f, f) blocks of ``a`` padded to multiples
+    of ``factor`` (edge pixels repeated, or ``fill``)."""
+    py, px = -a.shape[-2] % factor, -a.shape[-1] % factor
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, py), (0, px)]
+    a = np.pad(a, pad, mode="edge") if fill is None else np.pad(a, pad, constant_values=fill)
+    ny, nx = a.shape[-2:]
+    return a.reshape(a.shape[:-2] + (ny // factor, factor, nx // factor, factor)).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.uint32, bool])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (5, 3), (23, 31)])
+@pytest.mark.parametrize("r", [1, 2, 3, 10])
+def test_box_ops_of_every_integer_dtype_match_scipy(dtype, shape, r):
+    """The compiled kernels: edge padding (windows wider than the array too), int16 min and
+    max, sums that wrap in the accumulator like numpy's, bool masks, strided inputs."""
+    rng = np.random.default_rng(r + sum(shape))
+    if dtype is bool:
+        a = rng.random(shape) < 0.5
+    else:
+        info = np.iinfo(dtype)
+        a = rng.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
+    k = 2 * r + 1
+    for arr in (a, np.repeat(a, 2, axis=1)[:, ::2]):  # contiguous and strided
+        assert np.array_equal(box_max(arr, radius=r), ndi.maximum_filter(a, size=k, mode="nearest"))
+        assert np.array_equal(box_min(arr, radius=r), ndi.minimum_filter(a, size=k, mode="nearest"))
+        assert box_max(arr, radius=r).dtype == a.dtype
+        exact = ndi.correlate(a.astype(np.int64), np.ones((k, k), np.int64), mode="nearest")
+        for out in (np.uint16, np.int32, np.uint32):
+            got = box_sum(arr, radius=r, dtype=out)
+            assert got.dtype == out
+            assert np.array_equal(got, exact.astype(out)), out  # modulo 2**bits, as numpy wraps
+
+
+def test_box_ops_of_floats_keep_the_numpy_passes():
+    a = np.random.default_rng(9).random((12, 17)).astype(np.float32)
+    assert np.array_equal(box_max(a, radius=2), ndi.maximum_filter(a, size=5, mode="nearest"))
+    assert np.allclose(box_sum(a, radius=1, dtype=np.float32),
+                       ndi.correlate(a.astype(np.float64), np.ones((3, 3)), mode="nearest"), atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("shape", [(3, 16, 24), (4, 17, 23), (3, 1, 1), (4, 7, 41), (3, 33, 5)])
+def test_block_stats_and_block_mean_match_a_plain_numpy_reference(factor, shape):
+    """Rounded block means and luminance std of edge-padded blocks, with and without a look-up
+    table, on sizes that are not multiples of the factor (literal and generic factors)."""
+    from imagery_watch.features import block_mean, block_stats
+
+    rng = np.random.default_rng(factor * 100 + sum(shape))
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    img[:, ::3] = 255  # extremes too
+    img[:, 1::5] = 0
+    lut = rng.integers(0, 256, (shape[0], 256), dtype=np.uint8)
+    n = factor * factor
+    for table in (None, lut):
+        mapped = img if table is None else np.stack([table[k][img[k]] for k in range(shape[0])])
+        blocks = _edge_blocks(mapped, factor)
+        want_mean = ((blocks.sum(axis=(-3, -1)) + n // 2) // n).astype(np.uint8)
+        lum = (blocks[0] + 2 * blocks[1] + blocks[2] + 2) // 4
+        var = (lum * lum).sum(axis=(-3, -1)) * n - lum.sum(axis=(-3, -1)) ** 2
+        want_std = np.sqrt(var.astype(np.float32)) * np.float32(1.0 / n)
+        mean, std = block_stats(img, factor, table)
+        np.testing.assert_array_equal(mean, want_mean)
+        if factor > 1:
+            np.testing.assert_array_equal(std, want_std)
+        np.testing.assert_array_equal(block_mean(mapped, factor), want_mean)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("shape", [(16, 24), (17, 23), (1, 1), (5, 41), (2, 9, 11)])
+@pytest.mark.parametrize("kind", ["random", "all", "none", "blocks"])
+def test_block_count_matches_a_plain_numpy_reference(factor, shape, kind):
+    """Counts of False-padded blocks for every factor, leading axes and strided masks."""
+    from imagery_watch.features import block_all, block_count, block_majority
+
+    rng = np.random.default_rng(factor)
+    mask = {"random": rng.random(shape) < 0.5, "all": np.ones(shape, bool),
+            "none": np.zeros(shape, bool), "blocks": np.ones(shape, bool)}[kind]
+    if kind == "blocks":
+        mask[..., 2:5, 3:] = False
+    want = _edge_blocks(mask, factor, fill=False).sum(axis=(-3, -1))
+    for m in (mask, np.repeat(mask, 2, axis=-1)[..., ::2]):
+        count = block_count(m, factor)
+        assert count.dtype == np.uint16
+        np.testing.assert_array_equal(count, want)
+        np.testing.assert_array_equal(block_all(m, factor), want == factor * factor)
+        np.testing.assert_array_equal(block_majority(m, factor), 2 * want >= factor * factor)
+    ints = mask.astype(np.int32)
+    np.testing.assert_array_equal(block_count(ints, factor), want)

@@ -1,4 +1,5 @@
-"""Per-pixel evidence shared by classification and change detection (pure numpy).
+"""Per-pixel evidence shared by classification and change detection (numpy, and compiled
+numba kernels for the integer window and block sums).
 
 Every function here is a block kernel: it takes numpy arrays, returns new numpy arrays,
 never modifies its input and reads no globals. Each one that looks at neighbours declares
@@ -96,6 +97,28 @@ def _separable(a: np.ndarray, r: int, op, dtype) -> np.ndarray:
     return out
 
 
+def _box(a: np.ndarray, r: int, op, dtype) -> np.ndarray:
+    """Separable (2r+1)^2 window ``op`` (np.add, np.maximum or np.minimum), edge-padded.
+
+    Integer and bool arrays go through a compiled kernel: one pass over the pixels instead
+    of one numpy pass per window offset, the same values (integer sums wrap the same way in
+    any order, max and min are exact). Floats keep the numpy passes, whose order of
+    additions fixes the rounding.
+    """
+    dtype = np.dtype(dtype)
+    if a.dtype.kind not in "biu" or dtype.kind not in "biu" or a.ndim != 2:
+        return _separable(a, r, op, dtype)
+    if a.dtype == bool:
+        out = _box(a.view(np.uint8), r, op, np.uint8 if dtype == bool else dtype)
+        return out.view(bool) if dtype == bool else out
+    out = np.empty(a.shape, dtype)
+    if a.size:
+        k = _kernels()
+        kernel = {np.add: k.box_sum, np.maximum: k.box_max, np.minimum: k.box_min}[op]
+        kernel(a, int(r), out)
+    return out
+
+
 def box_sum(a: np.ndarray, *, radius: int, dtype=np.uint16) -> np.ndarray:
     """Exact sum over the (2r+1) x (2r+1) window around each pixel.
 
@@ -119,21 +142,21 @@ def box_sum(a: np.ndarray, *, radius: int, dtype=np.uint16) -> np.ndarray:
     """
     if radius == 0:
         return a.astype(dtype, copy=True)
-    return _separable(a, radius, np.add, dtype)
+    return _box(a, radius, np.add, dtype)
 
 
 def box_max(a: np.ndarray, *, radius: int) -> np.ndarray:
     """Maximum over the (2r+1) x (2r+1) window (edge-padded). Halo = ``radius``."""
     if radius == 0:
         return a.copy()
-    return _separable(a, radius, np.maximum, a.dtype)
+    return _box(a, radius, np.maximum, a.dtype)
 
 
 def box_min(a: np.ndarray, *, radius: int) -> np.ndarray:
     """Minimum over the (2r+1) x (2r+1) window (edge-padded). Halo = ``radius``."""
     if radius == 0:
         return a.copy()
-    return _separable(a, radius, np.minimum, a.dtype)
+    return _box(a, radius, np.minimum, a.dtype)
 
 
 def luminance(image: np.ndarray) -> np.ndarray:
@@ -281,13 +304,25 @@ def compute_features(image: np.ndarray, *, smooth_px: int, texture_px: int) -> F
                     saturation=saturation, texture=texture, darkest=darkest, ndvi=ndvi)
 
 
-def _block_sums(a: np.ndarray, factor: int) -> np.ndarray:
+def _block_sums(a: np.ndarray, factor: int, *, edge: bool = False) -> np.ndarray:
     """Exact sums of ``factor x factor`` blocks over the last two axes (uint16).
 
-    The last two dimensions must be multiples of ``factor`` and ``factor**2 * a.max()``
-    must fit uint16 (uint8 input: factor <= 16).
+    A partial block at the bottom or right edge is padded with zeros, or by repeating the
+    edge pixels when ``edge``. ``factor**2 * a.max()`` must fit uint16 (uint8 input:
+    factor <= 16). uint8 and bool arrays go through a compiled kernel; other dtypes need
+    the last two dimensions to be multiples of ``factor``.
     """
-    acc = np.zeros(a.shape[:-2] + (a.shape[-2] // factor, a.shape[-1] // factor), np.uint16)
+    ny, nx = a.shape[-2:]
+    if a.dtype == bool or a.dtype == np.uint8:
+        out = np.empty(a.shape[:-2] + (-(-ny // factor), -(-nx // factor)), np.uint16)
+        if out.size:
+            kernel = _kernels().block_sums
+            planes = a.view(np.uint8).reshape((-1, ny, nx))
+            flat = out.reshape((-1,) + out.shape[-2:])
+            for k in range(planes.shape[0]):
+                kernel(planes[k], int(factor), edge, flat[k])
+        return out
+    acc = np.zeros(a.shape[:-2] + (ny // factor, nx // factor), np.uint16)
     for i in range(factor):
         for j in range(factor):
             acc += a[..., i::factor, j::factor]
@@ -325,7 +360,7 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
         return image.copy()
     if not 1 <= factor <= 16:
         raise ValueError(f"factor must be 1..16, found {factor}")
-    sums = _block_sums(_pad_to_multiple(image, factor), factor)
+    sums = _block_sums(image, factor, edge=True)
     n = factor * factor
     sums += n // 2
     sums //= n
@@ -369,67 +404,222 @@ def map_bands(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return out
 
 
-_BLOCK_STATS = None  # the compiled kernel, made on first use (importing numba takes a while)
+_KERNELS = None  # the compiled kernels, made on first use (importing numba takes a while)
+_ROW_SUMS = None  # a kernel the others call: a module global, so that numba's cache holds them
 
 
-def _block_stats_kernel():
-    global _BLOCK_STATS
-    if _BLOCK_STATS is None:
-        import numba
+def _kernels():
+    """The compiled (numba) kernels of this module, made or loaded from numba's cache on
+    first use. They release the GIL, so worker threads run them in parallel."""
+    global _KERNELS, _ROW_SUMS
+    if _KERNELS is not None:
+        return _KERNELS
+    from types import SimpleNamespace
 
-        @numba.njit(nogil=True, cache=True)
-        def kernel(img, lut, factor, mean, std):  # pragma: no cover (compiled)
-            nb, ny, nx = img.shape
-            by_n, bx_n = mean.shape[1], mean.shape[2]
-            n = factor * factor
-            inv = np.float32(1.0 / n)
-            acc = np.zeros((nb, bx_n), np.int32)
-            s1 = np.zeros(bx_n, np.int32)
-            s2 = np.zeros(bx_n, np.int64)
-            l0, l1, l2 = lut[0], lut[1], lut[2]
-            for by in range(by_n):
-                acc[:] = 0
-                s1[:] = 0
-                s2[:] = 0
-                for i in range(factor):
-                    y = min(by * factor + i, ny - 1)  # partial blocks repeat the edge pixels
-                    r_row, g_row, b_row = img[0, y], img[1, y], img[2, y]
-                    for bx in range(bx_n):
-                        ar = 0
-                        ag = 0
-                        ab = 0
-                        a1 = 0
-                        a2 = 0
-                        for j in range(factor):
-                            x = min(bx * factor + j, nx - 1)
-                            r = np.int32(l0[r_row[x]])
-                            g = np.int32(l1[g_row[x]])
-                            b = np.int32(l2[b_row[x]])
-                            ar += r
-                            ag += g
-                            ab += b
-                            lum = (r + 2 * g + b + 2) >> 2  # as luminance()
-                            a1 += lum
-                            a2 += lum * lum
-                        acc[0, bx] += ar
-                        acc[1, bx] += ag
-                        acc[2, bx] += ab
-                        s1[bx] += a1
-                        s2[bx] += a2
-                    for k in range(3, nb):  # NIR: means only
-                        lk, row = lut[k], img[k, y]
-                        for bx in range(bx_n):
-                            a = 0
-                            for j in range(factor):
-                                a += np.int32(lk[row[min(bx * factor + j, nx - 1)]])
-                            acc[k, bx] += a
-                for bx in range(bx_n):
+    import numba
+
+    jit = numba.njit(nogil=True, cache=True)
+
+    @jit
+    def row_sums(c, factor, nx, out):  # pragma: no cover (compiled)
+        # out[bx] = sum of c[bx * factor:(bx + 1) * factor] for the whole blocks of nx columns;
+        # a literal stride lets LLVM vectorise the interleaved loads (a variable one does not)
+        full = nx // factor
+        if factor == 4:
+            for bx in range(full):
+                out[bx] = c[4 * bx] + c[4 * bx + 1] + c[4 * bx + 2] + c[4 * bx + 3]
+        elif factor == 2:
+            for bx in range(full):
+                out[bx] = c[2 * bx] + c[2 * bx + 1]
+        elif factor == 3:
+            for bx in range(full):
+                out[bx] = c[3 * bx] + c[3 * bx + 1] + c[3 * bx + 2]
+        else:
+            out[:full] = 0
+            for j in range(factor):
+                for bx in range(full):
+                    out[bx] += c[bx * factor + j]
+
+    _ROW_SUMS = row_sums
+
+    @jit
+    def block_sums(a, factor, edge, out):  # pragma: no cover (compiled)
+        # column sums over each block row (contiguous, vectorised), then the row sums
+        ny, nx = a.shape
+        by_n, bx_n = out.shape
+        full = nx // factor
+        cols = np.empty(nx, out.dtype)
+        for by in range(by_n):
+            cols[:] = 0
+            for i in range(factor):
+                y = by * factor + i
+                if y >= ny:  # partial block: zeros, or the edge row repeated
+                    if not edge:
+                        break
+                    y = ny - 1
+                row = a[y]
+                for x in range(nx):
+                    cols[x] += row[x]
+            o = out[by]
+            _ROW_SUMS(cols, factor, nx, o)
+            if full < bx_n:
+                s = 0
+                for x in range(full * factor, nx):
+                    s += cols[x]
+                if edge:
+                    s += ((full + 1) * factor - nx) * cols[nx - 1]
+                o[full] = s
+
+    @jit
+    def block_stats(img, lut, use_lut, factor, mean, std):  # pragma: no cover (compiled)
+        # column sums of the bands, luminance and its square over each block row
+        # (contiguous, vectorised), then the sums of each block from them
+        nb, ny, nx = img.shape
+        by_n, bx_n = mean.shape[1], mean.shape[2]
+        full = nx // factor
+        n = factor * factor
+        shift = -1  # n = 2**shift: round the means by a shift (vectorised; a division is not)
+        for s in range(9):
+            if n == 1 << s:
+                shift = s
+        inv = np.float32(1.0 / n)
+        cols = np.empty((nb + 2, nx), np.int32)
+        sums = np.empty((nb + 2, bx_n), np.int32)
+        mapped = np.empty((nb, nx), np.uint8)
+        for by in range(by_n):
+            cols[:] = 0
+            for i in range(factor):
+                y = min(by * factor + i, ny - 1)  # partial blocks repeat the edge pixels
+                if use_lut:
                     for k in range(nb):
-                        mean[k, by, bx] = (acc[k, bx] + n // 2) // n
-                    var = s2[bx] * n - np.int64(s1[bx]) * s1[bx]  # n**2 * variance, exact
-                    std[by, bx] = np.sqrt(np.float32(var)) * inv
-        _BLOCK_STATS = kernel
-    return _BLOCK_STATS
+                        lk, src, dst = lut[k], img[k, y], mapped[k]
+                        for x in range(nx):
+                            dst[x] = lk[src[x]]
+                    r_row, g_row, b_row = mapped[0], mapped[1], mapped[2]
+                else:
+                    r_row, g_row, b_row = img[0, y], img[1, y], img[2, y]
+                cr, cg, cb, c1, c2 = cols[0], cols[1], cols[2], cols[nb], cols[nb + 1]
+                for x in range(nx):
+                    r = np.int32(r_row[x])
+                    g = np.int32(g_row[x])
+                    b = np.int32(b_row[x])
+                    cr[x] += r
+                    cg[x] += g
+                    cb[x] += b
+                    lum = (r + 2 * g + b + 2) >> 2  # as luminance()
+                    c1[x] += lum
+                    c2[x] += lum * lum
+                for k in range(3, nb):  # NIR: means only
+                    ck = cols[k]
+                    row = mapped[k] if use_lut else img[k, y]
+                    for x in range(nx):
+                        ck[x] += np.int32(row[x])
+            for k in range(nb + 2):
+                ck, sk = cols[k], sums[k]
+                _ROW_SUMS(ck, factor, nx, sk)
+                if full < bx_n:  # partial block: repeat the edge column
+                    a = 0
+                    for j in range(factor):
+                        a += ck[min(full * factor + j, nx - 1)]
+                    sk[full] = a
+            for k in range(nb):
+                sk, mk = sums[k], mean[k, by]
+                if shift >= 0:
+                    for bx in range(bx_n):
+                        mk[bx] = (sk[bx] + n // 2) >> shift
+                else:
+                    for bx in range(bx_n):
+                        mk[bx] = (sk[bx] + n // 2) // n
+            s1, s2, sd = sums[nb], sums[nb + 1], std[by]
+            for bx in range(bx_n):
+                var = np.int64(s2[bx]) * n - np.int64(s1[bx]) * s1[bx]  # n**2 * variance, exact
+                sd[bx] = np.sqrt(np.float32(var)) * inv
+
+    @jit
+    def box_sum(a, r, out):  # pragma: no cover (compiled)
+        # per output row: the vertical sum into an edge-padded row buffer, then the
+        # horizontal sum of the buffer (contiguous loops, vectorised)
+        ny, nx = a.shape
+        v = np.empty(nx + 2 * r, out.dtype)
+        for y in range(ny):
+            row = a[y]
+            for x in range(nx):
+                v[r + x] = row[x]
+            for d in range(1, r + 1):
+                ra, rb = a[max(y - d, 0)], a[min(y + d, ny - 1)]  # rows repeat at the edges
+                for x in range(nx):
+                    v[r + x] += ra[x] + rb[x]
+            for x in range(r):
+                v[x] = v[r]
+                v[r + nx + x] = v[r + nx - 1]
+            o = out[y]
+            if r == 1:
+                for x in range(nx):
+                    o[x] = v[x] + v[x + 1] + v[x + 2]
+            else:
+                for x in range(nx):
+                    o[x] = v[x]
+                for d in range(1, 2 * r + 1):
+                    for x in range(nx):
+                        o[x] += v[x + d]
+
+    # box_max and box_min repeat box_sum with another operation: one kernel with the
+    # operation as an argument does not vectorise
+    @jit
+    def box_max(a, r, out):  # pragma: no cover (compiled)
+        ny, nx = a.shape
+        v = np.empty(nx + 2 * r, out.dtype)
+        for y in range(ny):
+            row = a[y]
+            for x in range(nx):
+                v[r + x] = row[x]
+            for d in range(1, r + 1):
+                ra, rb = a[max(y - d, 0)], a[min(y + d, ny - 1)]
+                for x in range(nx):
+                    v[r + x] = max(v[r + x], max(ra[x], rb[x]))
+            for x in range(r):
+                v[x] = v[r]
+                v[r + nx + x] = v[r + nx - 1]
+            o = out[y]
+            if r == 1:
+                for x in range(nx):
+                    o[x] = max(max(v[x], v[x + 1]), v[x + 2])
+            else:
+                for x in range(nx):
+                    o[x] = v[x]
+                for d in range(1, 2 * r + 1):
+                    for x in range(nx):
+                        o[x] = max(o[x], v[x + d])
+
+    @jit
+    def box_min(a, r, out):  # pragma: no cover (compiled)
+        ny, nx = a.shape
+        v = np.empty(nx + 2 * r, out.dtype)
+        for y in range(ny):
+            row = a[y]
+            for x in range(nx):
+                v[r + x] = row[x]
+            for d in range(1, r + 1):
+                ra, rb = a[max(y - d, 0)], a[min(y + d, ny - 1)]
+                for x in range(nx):
+                    v[r + x] = min(v[r + x], min(ra[x], rb[x]))
+            for x in range(r):
+                v[x] = v[r]
+                v[r + nx + x] = v[r + nx - 1]
+            o = out[y]
+            if r == 1:
+                for x in range(nx):
+                    o[x] = min(min(v[x], v[x + 1]), v[x + 2])
+            else:
+                for x in range(nx):
+                    o[x] = v[x]
+                for d in range(1, 2 * r + 1):
+                    for x in range(nx):
+                        o[x] = min(o[x], v[x + d])
+
+    _KERNELS = SimpleNamespace(block_sums=block_sums, block_stats=block_stats, box_sum=box_sum,
+                               box_max=box_max, box_min=box_min)
+    return _KERNELS
 
 
 def block_stats(image: np.ndarray, factor: int, lut: np.ndarray | None = None) -> tuple:
@@ -448,16 +638,15 @@ def block_stats(image: np.ndarray, factor: int, lut: np.ndarray | None = None) -
     nb, ny, nx = image.shape
     if nb < 3:
         raise ValueError(f"image must have at least 3 bands (R, G, B), found {nb}")
-    if lut is None:
-        lut = np.broadcast_to(np.arange(256, dtype=np.uint8), (nb, 256))
-    lut = np.ascontiguousarray(lut, dtype=np.uint8)
+    use_lut = lut is not None
+    lut = np.zeros((nb, 256), np.uint8) if lut is None else np.ascontiguousarray(lut, dtype=np.uint8)
     if lut.shape != (nb, 256):
         raise ValueError(f"lut must be (bands, 256) = ({nb}, 256), found {lut.shape}")
     shape = (-(-ny // factor), -(-nx // factor))
     mean = np.empty((nb,) + shape, np.uint8)
     std = np.empty(shape, np.float32)
     if ny and nx:
-        _block_stats_kernel()(image, lut, int(factor), mean, std)
+        _kernels().block_stats(image, lut, use_lut, int(factor), mean, std)
     return mean, std
 
 
@@ -475,15 +664,7 @@ def block_count(mask: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return mask.astype(np.uint16)
     mask = np.asarray(mask)
-    ny, nx = mask.shape[-2:]
-    if not (ny % factor or nx % factor) and mask.dtype == bool:
-        # whole blocks of a uniform mask (valid pixels, a chunk inside or outside farmland)
-        shape = mask.shape[:-2] + (ny // factor, nx // factor)
-        if not mask.any():
-            return np.zeros(shape, np.uint16)
-        if mask.all():
-            return np.full(shape, factor * factor, np.uint16)
-    return _block_sums(_pad_to_multiple(mask.astype(np.uint8), factor, fill=0), factor)
+    return _block_sums(mask if mask.dtype == bool else mask.astype(np.uint8), factor)
 
 
 def block_majority(mask: np.ndarray, factor: int) -> np.ndarray:
