@@ -413,3 +413,66 @@ def test_tracing_at_the_analysis_resolution_gives_the_same_patches(seed, shape, 
     assert_same_table(merge(traced, min_area=min_area), want)
     # only the components with inexact analysis pixels were expanded, one window each
     assert len(expanded) < sum(len(p) for p in reference)
+
+
+# --------------------------------------------------------------------------------------
+# fast paths of the analysis-resolution tracing
+
+
+@pytest.mark.parametrize("shape", [(64, 48), (66, 47)])  # whole blocks / blocks cut by the edges
+def test_block_counts_and_uniform_blocks_at_changed_pixels(shape):
+    """_block_counts_at and _uniform_blocks_at == block_count over the whole plane, taken at
+    the asked blocks, also on a cropped (strided) plane."""
+    from imagery_watch.features import block_count, upsample
+    from imagery_watch.vectorise import _block_counts_at, _uniform_blocks_at
+
+    f = 4
+    rng = np.random.default_rng(5)
+    big = ndimage.gaussian_filter(rng.standard_normal((shape[0] + 9, shape[1] + 7)), 2) > 0
+    mask = big[4:4 + shape[0], 3:3 + shape[1]]  # a view, as the pipeline passes the core
+    county = np.zeros((shape[0] + 9, shape[1] + 7), np.uint16)
+    county[:, 21:] = 1
+    county[30:, 40:] = 2
+    county = county[4:4 + shape[0], 3:3 + shape[1]]
+    cshape = (-(-shape[0] // f), -(-shape[1] // f))
+    rows, cols = np.nonzero(rng.random(cshape) < 0.5)
+    want = block_count(mask, f)[rows, cols]
+    np.testing.assert_array_equal(_block_counts_at(mask, f, rows, cols), want)
+    np.testing.assert_array_equal(_block_counts_at(mask.astype(np.uint8) * 3, f, rows, cols), want)
+    uniform = block_count(county == upsample(county[::f, ::f], f, shape), f) == f * f
+    got = _uniform_blocks_at(county, f, rows, cols)
+    np.testing.assert_array_equal(got, uniform[rows, cols])
+    assert got.any() and not got.all()
+
+
+def _sparse_labels(seed: int, shape=(120, 150)) -> tuple:
+    """Labels of scattered components of 1..3 rule values (pinches, holes, touching
+    components of different values), on a mostly empty raster."""
+    rng = np.random.default_rng(seed)
+    rule = np.zeros(shape, np.uint8)
+    for _ in range(25):
+        h, w = rng.integers(2, 14, 2)
+        r, c = rng.integers(0, shape[0] - h), rng.integers(0, shape[1] - w)
+        blob = rng.random((h, w)) < rng.uniform(0.4, 0.9)
+        rule[r:r + h, c:c + w][blob] = rng.integers(1, 4)
+    return rule
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("scale", [1, 4])
+def test_packed_components_trace_to_the_same_polygons(monkeypatch, seed, scale):
+    """_polygonise packs scattered components side by side before tracing: the polygons
+    are bit for bit the ones traced in place."""
+    from imagery_watch import vectorise
+
+    labels, n = vectorise._label(_sparse_labels(seed))
+    packed = []
+    pack = vectorise._pack
+    monkeypatch.setattr(vectorise, "_pack", lambda *a: packed.append(pack(*a)) or packed[-1])
+    got = vectorise._polygonise(labels, n, 100, 200, scale)
+    assert packed[0] is not None and packed[0][0].size < labels.size / 2
+    monkeypatch.setattr(vectorise, "PACK_FRACTION", 0.0)  # nothing is worth packing
+    want = vectorise._polygonise(labels, n, 100, 200, scale)
+    assert packed[1] is None
+    assert n > 20
+    assert list(shapely.to_wkb(got)) == list(shapely.to_wkb(want))
