@@ -82,7 +82,7 @@ from imagery_watch.io import patches, rasters
 if point == "read":             # a window read of a chunk (before or after epoch)
     kill_at_entry(rasters.EpochReader, "read")
 elif point == "detect":         # detection of a chunk, its windows read
-    kill_at_entry(pipeline, "detect_analysis_block")
+    kill_at_entry(pipeline, "detect_inputs")
 elif point == "vectorise":      # polygons of a chunk, detection done
     kill_at_entry(pipeline, "vectorise_analysis_block")
 elif point == "store-chunk":    # half of a chunk's result file written

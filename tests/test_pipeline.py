@@ -256,7 +256,7 @@ def test_chunk_size_off_the_analysis_lattice_is_refused_before_work(scene_config
 
 
 def test_chunk_tasks_are_grouped_in_blocks_of_neighbours():
-    """Blocks of GROUP_CHUNKS (columns, rows), raster order inside, every task once."""
+    """Blocks of (columns, rows) chunks, raster order inside, every task once."""
     from types import SimpleNamespace
 
     from imagery_watch.pipeline import _chunk_groups
@@ -270,3 +270,82 @@ def test_chunk_tasks_are_grouped_in_blocks_of_neighbours():
         assert len({t.row // 2 for t in g}) == 1 and len({t.col // 4 for t in g}) == 1
     # resuming: finished chunks are left out, the rest keep their blocks
     assert [len(g) for g in _chunk_groups(tasks[9:], (4, 2))] == [2, 3, 8, 6, 4, 3]
+
+
+def test_block_shape_follows_the_chunk_size_and_the_workers():
+    """Blocks span GROUP_PX; they get fewer rows when the workers would otherwise go short."""
+    from types import SimpleNamespace
+
+    from imagery_watch.pipeline import GROUP_PX, GROUPS_PER_WORKER, _group_shape
+
+    def tasks(rows, cols, px):
+        return [SimpleNamespace(row=i, col=j, height=px, width=px) for i in range(rows) for j in range(cols)]
+
+    cols, rows = GROUP_PX[0] // 2048, GROUP_PX[1] // 2048
+    assert _group_shape(tasks(64, 64, 2048), 2) == (cols, rows)  # a city: full blocks
+    assert _group_shape(tasks(64, 64, 4 * GROUP_PX[1]), 2) == (1, 1)  # chunks larger than a block
+    small = tasks(8, 8, 2048)
+    shape = _group_shape(small, 2)
+    blocks = -(-8 // shape[0]) * -(-8 // shape[1])
+    assert blocks >= GROUPS_PER_WORKER * 2 and shape[1] < rows
+    assert _group_shape(small, 64)[1] == 1  # never fewer than one row
+
+
+def _stream_config(scene_config, out, monkeypatch):
+    """chunk_px 512 on one worker thread in blocks of several rows of chunks."""
+    from imagery_watch import pipeline
+
+    monkeypatch.setattr(pipeline, "GROUPS_PER_WORKER", 1)
+    monkeypatch.setattr(pipeline, "STRIP_PX", 256)  # several strips per row of chunks
+    return scene_config.replace("job", out=out).replace("processing", chunk_px=512, workers=1)
+
+
+def test_blocks_of_several_rows_of_chunks_give_the_same_patches(scene_config, reference_job, tmp_path,
+                                                                 monkeypatch):
+    """Rows of chunks that take their halos from the rows read for the row above."""
+    from imagery_watch import pipeline
+
+    sizes = []
+    real = pipeline.process_chunk_group
+    monkeypatch.setattr(pipeline, "process_chunk_group", lambda tasks: sizes.append(
+        len({t.row for t in tasks})) or real(tasks))
+    result = run_detect(_stream_config(scene_config, tmp_path / "job", monkeypatch))
+    assert max(sizes) >= 2  # the streamed rows were used
+    assert_same_patches(result.patches, reference_job.patches)
+
+
+def test_each_image_row_of_a_block_is_read_once(scene_config, tmp_path, monkeypatch):
+    """Rows of chunks in a block share their halos: no grid row is read twice per epoch."""
+    from imagery_watch.io.rasters import EpochReader
+
+    reads = []
+    real = EpochReader.read
+
+    def read(self, row0, col0, height, width):
+        reads.append((self.path, row0, height, col0, width))
+        return real(self, row0, col0, height, width)
+
+    monkeypatch.setattr(EpochReader, "read", read)
+    config = _stream_config(scene_config, tmp_path / "job", monkeypatch)
+    from imagery_watch import pipeline
+
+    blocks = []
+    real_group = pipeline.process_chunk_group
+
+    def group(tasks):
+        start = len(reads)
+        out = real_group(tasks)
+        blocks.append((tasks, reads[start:]))
+        return out
+
+    monkeypatch.setattr(pipeline, "process_chunk_group", group)
+    run_detect(config)
+    assert any(len({t.row for t in tasks}) >= 2 for tasks, _ in blocks)
+    for tasks, block_reads in blocks:
+        h = tasks[0].halo_px
+        for path in {r[0] for r in block_reads}:
+            rows = sorted((r0, r0 + hh) for p, r0, hh, _c, _w in block_reads if p == path)
+            assert all(a[1] == b[0] for a, b in zip(rows, rows[1:])), rows  # contiguous, no row twice
+            assert rows[0][0] == min(t.row0 for t in tasks) - h
+            assert rows[-1][1] == max(t.row0 + t.height for t in tasks) + h
+            assert max(r1 - r0 for r0, r1 in rows) <= 256

@@ -54,7 +54,7 @@ from .features import (block_all, block_count, block_majority, block_stats, box_
                        features_halo_px, map_bands, radius_px, upsample)
 
 __all__ = ["DetectorParams", "DetectResult", "fit_detector", "detect_block", "detect_analysis_block",
-           "expand_result", "inexact_pixels", "detect_halo_px",
+           "AnalysisInputs", "analysis_inputs", "detect_inputs", "expand_result", "inexact_pixels", "detect_halo_px",
            "detect_lazy", "change_evidence", "CHANGE_FEATURES"]
 
 #: names of the features compared between epochs, in the order of offsets/scales
@@ -335,8 +335,6 @@ def detect_analysis_block(before: np.ndarray, after: np.ndarray, valid: np.ndarr
     result repeated: see :func:`inexact_pixels`.
     """
     _check_inputs(before, after, valid, farmland)
-    if len(rules) > 255:
-        raise ValueError(f"at most 255 rules, found {len(rules)}")
     valid = np.asarray(valid, dtype=bool)
     if farmland is not None:
         farmland = np.asarray(farmland, dtype=bool)
@@ -346,19 +344,68 @@ def detect_analysis_block(before: np.ndarray, after: np.ndarray, valid: np.ndarr
     x0, x1, _ = xs.indices(valid.shape[1])
     if y0 % f or x0 % f:
         raise ValueError(f"core must start at multiples of the analysis factor {f}, found ({y0}, {x0})")
+    inputs = analysis_inputs(before, after, valid, farmland=farmland, factor=f, after_lut=after_lut)
+    cy, cx = slice(y0 // f, -(-y1 // f)), slice(x0 // f, -(-x1 // f))
+    return detect_inputs(inputs, rules=rules, params=params, pixel_size_m=pixel_size_m, core=(cy, cx)), f
+
+
+class AnalysisInputs(NamedTuple):
+    """What detection starts from: both epochs at the analysis resolution, all (y, x).
+
+    before, after : (band, y, x) uint8 block means (``after`` normalised).
+    fine_before, fine_after : float32 standard deviation of the luminance inside each block
+        (:func:`~imagery_watch.features.block_std`), or None when the factor is 1.
+    valid : bool, every input pixel of the block valid.
+    farmland : bool, at least half of the block's input pixels in farmland; None without a
+        farmland layer.
+    factor : int, the analysis factor (input pixels per analysis pixel along each axis).
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    fine_before: np.ndarray | None
+    fine_after: np.ndarray | None
+    valid: np.ndarray
+    farmland: np.ndarray | None
+    factor: int
+
+
+def analysis_inputs(before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, farmland: np.ndarray | None,
+                    factor: int, after_lut: np.ndarray | None = None) -> AnalysisInputs:
+    """Block statistics of a window of input pixels: the first step of :func:`detect_analysis_block`.
+
+    Parameters as :func:`detect_analysis_block` (``valid`` and ``farmland`` bool), and the
+    analysis ``factor`` (``params.factor(pixel_size_m)``). No halo: an analysis pixel depends
+    on its own block only, so windows whose origins are multiples of ``factor`` can be
+    computed apart (strips of a larger window, say) and put side by side; a partial block
+    at the bottom or right edge repeats the edge pixels (``valid``: padded with False).
+    """
+    f = int(factor)
     if f == 1:
-        if after_lut is not None:
-            after = map_bands(after, after_lut)
-        res = _detect_analysis(before, after, valid, farmland, rules=rules, params=params,
-                               pixel_size_m=pixel_size_m)
-        return DetectResult(*(np.ascontiguousarray(a[y0:y1, x0:x1]) for a in res)), 1
+        return AnalysisInputs(before, after if after_lut is None else map_bands(after, after_lut), None, None,
+                              valid, farmland, 1)
     mean_b, fine_b = block_stats(before, f)
     mean_a, fine_a = block_stats(after, f, after_lut)
-    coarse = _detect_analysis(mean_b, mean_a, block_all(valid, f),
-                              None if farmland is None else block_majority(farmland, f),
-                              fine=(fine_b, fine_a), rules=rules, params=params, pixel_size_m=pixel_size_m * f)
-    cy, cx = slice(y0 // f, -(-y1 // f)), slice(x0 // f, -(-x1 // f))
-    return DetectResult(*(np.ascontiguousarray(a[cy, cx]) for a in coarse)), f
+    return AnalysisInputs(mean_b, mean_a, fine_b, fine_a, block_all(valid, f),
+                          None if farmland is None else block_majority(farmland, f), f)
+
+
+def detect_inputs(inputs: AnalysisInputs, *, rules: Sequence, params: DetectorParams, pixel_size_m: float,
+                  core: tuple | None = None) -> DetectResult:
+    """Detection on :class:`AnalysisInputs`: the second step of :func:`detect_analysis_block`.
+
+    ``pixel_size_m`` is the input pixels' size; ``core`` (analysis pixels, default all) the
+    window to return. The inputs must hold the :func:`detect_halo_px` context (divided by
+    the factor) around the core for the core to be exact.
+    """
+    if len(rules) > 255:
+        raise ValueError(f"at most 255 rules, found {len(rules)}")
+    fine = None if inputs.fine_before is None else (inputs.fine_before, inputs.fine_after)
+    res = _detect_analysis(inputs.before, inputs.after, inputs.valid, inputs.farmland, fine=fine, rules=rules,
+                           params=params, pixel_size_m=pixel_size_m * inputs.factor)
+    if core is None:
+        return res
+    return DetectResult(*(np.ascontiguousarray(a[core]) for a in res))
 
 
 def _cut_codes(rules: Sequence) -> np.ndarray:

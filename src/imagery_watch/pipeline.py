@@ -30,7 +30,8 @@ import rasterio
 from . import __version__
 from .align import make_reader, measure_shift, plan_grid, unprocessed_areas
 from .config import Config
-from .detect import DetectorParams, detect_analysis_block, detect_halo_px, expand_result, fit_detector, inexact_pixels
+from .detect import (AnalysisInputs, DetectorParams, analysis_inputs, detect_halo_px, detect_inputs, expand_result,
+                     fit_detector, inexact_pixels)
 from .errors import ConfigError, GridMismatchError, InputFileError
 from .io.patches import (count_table_rows, read_patches, remove_partial_pieces, snapshot_geopackage,
                          write_patches)
@@ -82,51 +83,162 @@ class ChunkTask:
     gdal_cachemax_mb: int = 256
 
 
-def process_chunk(task: ChunkTask) -> dict:
+#: rows read and block-averaged at a time (rounded to a multiple of the analysis factor):
+#: bounds the decoded pixels held at once, whatever the size of a group of chunks
+STRIP_PX = 512
+_ANALYSIS_FIELDS = ("before", "after", "fine_before", "fine_after", "valid", "farmland")
+
+
+@dataclass
+class _GroupInputs:
+    """Detection inputs of a window of the processing grid: its analysis pixels, and the
+    input-resolution masks the chunks need after detection.
+
+    ``row0``, ``col0``: the window's origin on the grid; ``valid`` and ``farmland``: (y, x)
+    bool arrays of the whole window (``farmland`` None without a farmland layer).
+    """
+
+    row0: int
+    col0: int
+    analysis: AnalysisInputs
+    valid: np.ndarray
+    farmland: np.ndarray | None
+
+    def rows(self, y0: int, y1: int) -> "_GroupInputs":
+        """Rows ``y0..y1`` of the window (grid rows; multiples of the factor from ``row0``)."""
+        f = self.analysis.factor
+        a0, a1 = (y0 - self.row0) // f, -(-(y1 - self.row0) // f)
+        an = self.analysis._replace(**{k: getattr(self.analysis, k)[..., a0:a1, :] for k in _ANALYSIS_FIELDS
+                                       if getattr(self.analysis, k) is not None})
+        r = slice(y0 - self.row0, y1 - self.row0)
+        return _GroupInputs(y0, self.col0, an, self.valid[r], None if self.farmland is None else self.farmland[r])
+
+
+def _concat_rows(parts: list) -> _GroupInputs:
+    """Windows of the same columns, each below the one before, as one window."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    an = first.analysis._replace(**{k: np.concatenate([getattr(p.analysis, k) for p in parts], axis=-2)
+                                    for k in _ANALYSIS_FIELDS if getattr(first.analysis, k) is not None})
+    return _GroupInputs(first.row0, first.col0, an, np.concatenate([p.valid for p in parts]),
+                        None if first.farmland is None else np.concatenate([p.farmland for p in parts]))
+
+
+def _read_rows(t: ChunkTask, y0: int, y1: int, c0: int, c1: int, f: int) -> list:
+    """Read and block-average grid rows ``y0..y1``, columns ``c0..c1``: a list of
+    :class:`_GroupInputs`, one per strip of at most :data:`STRIP_PX` rows.
+
+    Every strip starts at a multiple of the analysis factor from the grid's origin (as
+    ``y0`` does), so its analysis pixels are the ones any window starting there gives
+    (:func:`~imagery_watch.detect.analysis_inputs` has no halo).
+    """
+    hh, ww = y1 - y0, c1 - c0
+    transform = t.before.grid.window_transform(y0, c0)
+
+    def burn(layer):
+        return rasterise_window(t.layers_path, layer, transform=transform, shape=(hh, ww)).astype(bool)
+
+    aoi = burn("aoi") if t.has_aoi else None
+    farmland = burn("farmland") if t.has_farmland else None
+    valid = np.empty((hh, ww), bool)
+    lut = t.normalisation.as_array()
+    step = f * max(1, round(STRIP_PX / f))
+    env = rasterio.Env(GDAL_CACHEMAX=t.gdal_cachemax_mb * 1024 * 1024, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
+    # strips end on multiples of ``step`` grid rows: on tile boundaries when the sheets'
+    # tiles divide it, so that no tile is decoded for two strips
+    edges = [0, *range(step - y0 % step, hh, step), hh]
+    strips = []
+    for s0, s1 in zip(edges[:-1], edges[1:]):
+        with env:
+            before, valid_b = t.before.read(y0 + s0, c0, s1 - s0, ww)
+            after, valid_a = t.after.read(y0 + s0, c0, s1 - s0, ww)
+        v = valid[s0:s1]
+        np.logical_and(valid_b, valid_a, out=v)
+        if aoi is not None:
+            v &= aoi[s0:s1]
+        farm = None if farmland is None else farmland[s0:s1]
+        an = analysis_inputs(before, after, v, farmland=farm, factor=f, after_lut=lut)
+        strips.append(_GroupInputs(y0 + s0, c0, an, v, farm))
+    return strips
+
+
+def _group_windows(tasks: list):
+    """Yield ``(row_tasks, inputs)`` for each row of chunks of ``tasks``, top to bottom.
+
+    ``inputs`` covers the row's chunks and their halos. The rows of a group share their
+    halos: every image row is read and block-averaged once (strips of :data:`STRIP_PX`
+    rows, held only while a row of chunks needs them), not once per chunk that reaches it.
+    """
+    t = tasks[0]
+    h = t.halo_px
+    f = DetectorParams.from_dict(t.params).factor(t.pixel_size_m)
+    c0, c1 = min(x.col0 for x in tasks) - h, max(x.col0 + x.width for x in tasks) + h
+    held = None  # the rows read for the previous row of chunks
+    for row in sorted({x.row0 for x in tasks}):
+        row_tasks = sorted((x for x in tasks if x.row0 == row), key=lambda x: x.col0)
+        y0, y1 = row - h, row + max(x.height for x in row_tasks) + h
+        parts = []
+        if held is not None and held.row0 <= y0 < held.row0 + held.valid.shape[0]:
+            parts.append(held.rows(y0, held.row0 + held.valid.shape[0]))
+            y_read = held.row0 + held.valid.shape[0]
+        else:
+            y_read = y0
+        if y_read < y1:
+            parts += _read_rows(t, y_read, y1, c0, c1, f)
+        held = _concat_rows(parts)
+        yield row_tasks, held
+
+
+def process_chunk(task: ChunkTask, group: _GroupInputs | None = None) -> dict:
     """Run read -> normalise -> detect -> clean -> vectorise on one chunk and save the pieces.
 
+    ``group``: the inputs of a window that holds the chunk and its halo (shared by
+    neighbouring chunks, :func:`_group_windows`); default: the chunk's own window, read here.
     Returns a small dict of figures (pixels, changed pixels, pieces, seconds per stage).
     """
     t0 = time.perf_counter()
-    h = task.halo_px
-    r0, c0 = task.row0 - h, task.col0 - h
-    hh, ww = task.height + 2 * h, task.width + 2 * h
-    with rasterio.Env(GDAL_CACHEMAX=task.gdal_cachemax_mb * 1024 * 1024, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-        before, valid_b = task.before.read(r0, c0, hh, ww)
-        after, valid_a = task.after.read(r0, c0, hh, ww)
-    valid = valid_b & valid_a
+    if group is None:
+        group = next(_group_windows([task]))[1]
     t_read = time.perf_counter()
     grid = task.before.grid
-    transform = grid.window_transform(r0, c0)
-    core = (slice(h, h + task.height), slice(h, h + task.width))
-
-    def burn(layer, values=None, dtype=np.uint8):
-        return rasterise_window(task.layers_path, layer, transform=transform, shape=(hh, ww),
-                                values=values, dtype=dtype)
-
-    if task.has_aoi:
-        valid &= burn("aoi").astype(bool)
+    f = group.analysis.factor
+    h = task.halo_px
+    # the chunk's core in the group window, in input and in analysis pixels
+    y0, x0 = task.row0 - group.row0, task.col0 - group.col0
+    core = (slice(y0, y0 + task.height), slice(x0, x0 + task.width))
+    valid_core = group.valid[core]
     stats = {"row": task.row, "col": task.col, "pixels": task.height * task.width,
-             "valid_pixels": int(valid[core].sum()), "changed_pixels": 0, "pieces": 0}
-    if not valid[core].any():
+             "valid_pixels": int(valid_core.sum()), "changed_pixels": 0, "pieces": 0}
+    if not stats["valid_pixels"]:
         rule = np.zeros((task.height, task.width), np.uint8)
         pieces = vectorise_block(rule, score=np.zeros(rule.shape, np.float32), before_class=rule,
                                  after_class=rule, row0=task.row0, col0=task.col0, transform=grid.affine)
         save_pieces(pieces, task.out_path)
         stats.update(read_s=t_read - t0, detect_s=0.0, vectorise_s=0.0)
         return stats
-    farmland = burn("farmland").astype(bool) if task.has_farmland else None
+    # the chunk's window (core and halo) in analysis pixels, and its core inside that window
+    wy0, wx0 = (y0 - h) // f, (x0 - h) // f
+    wy1, wx1 = -(-(y0 + task.height + h) // f), -(-(x0 + task.width + h) // f)
+    an = group.analysis
+    window = an._replace(**{name: getattr(an, name)[..., wy0:wy1, wx0:wx1]
+                            for name in ("before", "after", "fine_before", "fine_after", "valid", "farmland")
+                            if getattr(an, name) is not None})
     params = DetectorParams.from_dict(task.params)
-    coarse, f = detect_analysis_block(before, after, valid, farmland=farmland, rules=task.rules, params=params,
-                                      pixel_size_m=task.pixel_size_m, core=core,
-                                      after_lut=task.normalisation.as_array())
+    acore = (slice(h // f, h // f + -(-task.height // f)), slice(h // f, h // f + -(-task.width // f)))
+    coarse = detect_inputs(window, rules=task.rules, params=params, pixel_size_m=task.pixel_size_m, core=acore)
     t_detect = time.perf_counter()
     changed = bool(coarse.rule.any())  # approved land and counties matter on changed pixels only
-    approved = burn("approved")[core].astype(bool) if task.has_approved and changed else None
-    county = burn("counties", values="county_index", dtype=np.uint16)[core] if task.has_counties and changed else None
-    valid_core = valid[core]
-    farm_core = None if farmland is None else farmland[core]
+    transform = grid.window_transform(task.row0, task.col0)
     shape = (task.height, task.width)
+
+    def burn(layer, values=None, dtype=np.uint8):
+        return rasterise_window(task.layers_path, layer, transform=transform, shape=shape, values=values,
+                                dtype=dtype)
+
+    approved = burn("approved").astype(bool) if task.has_approved and changed else None
+    county = burn("counties", values="county_index", dtype=np.uint16) if task.has_counties and changed else None
+    farm_core = None if group.farmland is None else group.farmland[core]
     min_pixels = [int(math.floor(r.min_area_m2 / grid.pixel_area_m2)) for r in task.rules]  # conservative
 
     if f == 1:
@@ -599,13 +711,28 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     return DetectResult(out_dir=folder.root, patches_path=folder.patches, summary=summary)
 
 
-#: neighbouring chunks run one after the other in one task, in blocks of this many columns
-#: and rows of chunks (raster order inside): the image tiles their halos share are then
-#: decoded once (GDAL's block cache of the worker's open mosaic), not once per chunk
-GROUP_CHUNKS = (4, 2)
+#: neighbouring chunks run in one task, a row of chunks after the other, in blocks of up to
+#: this many grid pixels (width, height): the image rows the chunks' halos share are then
+#: read and block-averaged once (:func:`_group_windows`). Only the horizontal halos of a
+#: block's edges are read twice: 2 x 144 px over 8192 columns at 0.2 m; the vertical ones
+#: once per 16,384 rows. Memory follows the width (a row of chunks), not the height.
+GROUP_PX = (8192, 16384)
+#: blocks get fewer rows of chunks when there would be fewer than this many blocks per
+#: worker thread (the workers then share the job out evenly)
+GROUPS_PER_WORKER = 4
 
 
-def _chunk_groups(tasks: list, shape: tuple = GROUP_CHUNKS) -> list:
+def _group_shape(tasks: list, workers: int) -> tuple:
+    """``(columns, rows)`` of chunks per block (see :data:`GROUP_PX`)."""
+    chunk = max(max(t.height, t.width) for t in tasks)
+    cols = max(1, GROUP_PX[0] // chunk)
+    rows = max(1, GROUP_PX[1] // chunk)
+    n_rows = len({t.row for t in tasks})
+    col_blocks = -(-len({t.col for t in tasks}) // cols)
+    return cols, max(1, min(rows, n_rows * col_blocks // (GROUPS_PER_WORKER * max(1, workers))))
+
+
+def _chunk_groups(tasks: list, shape: tuple) -> list:
     """Group tasks into blocks of at most ``shape = (columns, rows)`` neighbouring chunks
     (each block in raster order; blocks in the order of their first task)."""
     cols, rows = shape
@@ -709,19 +836,34 @@ def _filter_by_buildings(batch, before: EpochReader, after: EpochReader, rules, 
 
 
 def process_chunk_group(tasks: list) -> list:
-    """:func:`process_chunk` on neighbouring chunks, in order; one figures dict per chunk."""
+    """:func:`process_chunk` on neighbouring chunks, a row of chunks at a time, each image
+    row read once for all of them (:func:`_group_windows`); one figures dict per chunk."""
     _tune_malloc()  # here, so that it reaches every worker process of a cluster too
-    return [process_chunk(t) for t in tasks]
+    out = []
+    windows = _group_windows(tasks) if tasks else iter(())
+    while True:
+        t0 = time.perf_counter()
+        try:
+            row_tasks, group = next(windows)
+        except StopIteration:
+            break
+        read_s = (time.perf_counter() - t0) / len(row_tasks)  # shared: each chunk counts its part
+        for t in row_tasks:
+            figures = process_chunk(t, group)
+            figures["read_s"] += read_s
+            out.append(figures)
+    return out
 
 
 def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int) -> list:
     """Run chunk tasks with Dask (local threads, or a distributed client), in blocks of
-    neighbouring chunks (:data:`GROUP_CHUNKS`)."""
+    neighbouring chunks (:data:`GROUP_PX`)."""
     if progress:
         progress(done0, total)
     if not tasks:
         return []
-    groups = _chunk_groups(tasks)
+    threads = sum(client.nthreads().values()) if client is not None else (workers or os.cpu_count() or 1)
+    groups = _chunk_groups(tasks, _group_shape(tasks, threads))
     if client is not None:
         from distributed import as_completed
 

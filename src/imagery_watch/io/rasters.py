@@ -459,8 +459,8 @@ class EpochReader:
             True where every band holds data.
         """
         nb = len(self.band_indexes)
-        data = np.zeros((nb, height, width), dtype=np.uint8)
-        valid = np.zeros((height, width), dtype=bool)
+        data = np.empty((nb, height, width), dtype=np.uint8)  # every reader fills or zeroes all of it
+        valid = np.empty((height, width), dtype=bool)
         try:
             with rasterio.Env(**READ_ENV), decode_warnings() as warned:
                 ds = _open_for_thread(self.path)
@@ -496,12 +496,15 @@ class EpochReader:
         c0 = col0 + self.offset_rc[1]
         rr0, cc0 = max(r0, 0), max(c0, 0)
         rr1, cc1 = min(r0 + height, ds.height), min(c0 + width, ds.width)
+        if (rr0, cc0, rr1, cc1) != (r0, c0, r0 + height, c0 + width):  # partly outside the raster
+            data[...] = 0
+            valid[...] = False
         if rr1 <= rr0 or cc1 <= cc0:
             return
         win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
         dst = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
-        data[(slice(None),) + dst] = ds.read(list(self.band_indexes), window=win)
-        valid[dst] = ds.dataset_mask(window=win) > 0
+        ds.read(list(self.band_indexes), window=win, out=data[(slice(None),) + dst])  # no copy of the pixels
+        np.greater(ds.dataset_mask(window=win), 0, out=valid[dst])
 
     def _read_shifted(self, ds, row0, col0, data, valid):
         """Bilinear sub-pixel translation with constant weights: the same value for a
