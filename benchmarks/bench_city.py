@@ -457,8 +457,8 @@ def parse_args(argv=None):
                     "and time every step of a chunk")
     ap.add_argument("--profile-gpx", type=float, default=1.0, help="with --profile: mosaic size to profile on "
                     "(default 1 Gpx)")
-    ap.add_argument("--profile-every", type=int, default=16, help="with --profile: every Nth chunk runs under "
-                    "cProfile for the function table (0: none)")
+    ap.add_argument("--profile-every", type=int, default=4, help="with --profile: every Nth task (a block of "
+                    "neighbouring chunks) runs under cProfile for the function table (0: none)")
     ap.add_argument("--cache", type=Path, default=CACHE, help=f"generated files (default {CACHE})")
     ap.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
     return ap.parse_args(argv)

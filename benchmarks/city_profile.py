@@ -3,7 +3,8 @@
 Runs ``run_detect`` in this process with one worker thread, after wrapping the functions
 ``pipeline.py`` calls (reading, rasterising, normalising, detecting, vectorising, saving,
 merging, writing) with timers; every Nth chunk task also runs under cProfile for a table of
-the hottest functions with their file and line. Nothing under ``src/`` is changed: the
+the hottest functions with their file and line (the unit is a task: a block of chunks that
+share their reads; figures are per chunk). Nothing under ``src/`` is changed: the
 wrappers are set on the imported modules and removed afterwards.
 """
 
@@ -83,7 +84,9 @@ def profile_run(city: City, work: Path, *, chunk_px: int, profile_every: int) ->
     patch(pipeline, "rasterise_window", lambda path, layer, **k: f"rasterise {layer}")
     patch(pyogrio, "read_dataframe", "  of which pyogrio.read_dataframe (bbox query)")
     patch(rasterio.features, "rasterize", "  of which rasterio.features.rasterize")
-    for attr, name in (("apply_normalisation", "normalise"), ("detect_analysis_block", "detect (analysis pixels)"),
+    for attr, name in (("apply_normalisation", "normalise"),
+                       ("analysis_inputs", "block averages (analysis pixels)"),
+                       ("detect_inputs", "detect (analysis pixels)"),
                        ("inexact_pixels", "find inexact analysis pixels"),
                        ("vectorise_analysis_block", "vectorise (analysis pixels)"),
                        ("expand_result", "  of which expand to input pixels"),
@@ -91,22 +94,24 @@ def profile_run(city: City, work: Path, *, chunk_px: int, profile_every: int) ->
                        ("describe_epoch", "describe epoch (VRT)"), ("_prepare_layers", "prepare layers"),
                        ("_read_samples", "read sample blocks"), ("measure_shift", "measure shift"),
                        ("fit_normalisation", "fit normalisation"), ("fit_detector", "fit detector"),
-                       ("load_pieces", "load pieces"), ("merge_pieces", "merge pieces"),
+                       ("load_pieces", "load pieces"), ("merge_pieces_in_batches", "merge pieces"),
                        ("_carry_over_reviews", "carry over reviews"), ("write_patches", "write GeoPackage")):
         patch(pipeline, attr, name)
-    inner = pipeline.process_chunk
+    inner = pipeline.process_chunk_group
 
-    def chunk(task):
-        stats_box["chunks"] += 1
+    def group(tasks):
+        # the unit of work is a block of chunks (they share its reads); figures per chunk
+        stats_box["chunks"] += len(tasks)
+        stats_box["groups"] = stats_box.get("groups", 0) + 1
         prof = None
-        if profile_every and stats_box["chunks"] % profile_every == 1 % profile_every:
+        if profile_every and stats_box["groups"] % profile_every == 1 % profile_every:
             prof, timer.local.profiled = cProfile.Profile(), True
         timer.local.in_chunk = True
         t0 = time.perf_counter()
         try:
             if prof is None:
-                return inner(task)
-            return prof.runcall(inner, task)
+                return inner(tasks)
+            return prof.runcall(inner, tasks)
         finally:
             if prof is None:
                 timer.add("chunk total", time.perf_counter() - t0)
@@ -114,14 +119,14 @@ def profile_run(city: City, work: Path, *, chunk_px: int, profile_every: int) ->
             if prof is not None:
                 timer.local.profiled = False
                 with timer.lock:
-                    stats_box["profiled"] += 1
+                    stats_box["profiled"] += len(tasks)
                     if stats_box["stats"] is None:
                         stats_box["stats"] = pstats.Stats(prof)
                     else:
                         stats_box["stats"].add(prof)
 
-    saved.append((pipeline, "process_chunk", inner))
-    pipeline.process_chunk = chunk
+    saved.append((pipeline, "process_chunk_group", inner))
+    pipeline.process_chunk_group = group
     t0 = time.perf_counter()
     try:
         result = pipeline.run_detect(config, workers=1)
