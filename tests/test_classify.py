@@ -117,3 +117,85 @@ def test_smooth_grey_is_built_at_fine_pixels_but_bare_at_coarse_ones():
     mix[:, ::3, :] //= 2
     params = fit_classifier([mix], [valid], pixel_size_m=5.0)
     assert (classify_block(mix, valid, params=params, pixel_size_m=5.0)[8:-8, 8:-8] == C.BUILT).mean() > 0.5
+
+
+def _classify_reference(f, valid, p):
+    """The rules of classify_features as plain numpy masks, later rules winning."""
+    f32 = np.float32
+    veg = (f.ndvi > f32(p.ndvi_veg)) if f.ndvi is not None else \
+        (f.exg > f32(p.exg_veg)) & ((f.green - f.red) > f32(p.green_excess))
+    built = ((f.saturation < f32(p.grey_saturation)) | ((f.red - f.green) > f32(p.red_excess))
+             | ((f.blue - f.red) > f32(p.blue_excess)) | (f.brightness > f32(p.white_brightness))) & ~veg
+    if p.built_min_texture > 0:
+        built &= f.texture >= f32(p.built_min_texture)
+    water = ((f.brightness < f32(p.water_brightness)) & (f.texture < f32(p.water_texture))
+             & (f.red < f32(0.37)) & (f.exg < f32(0.2)))
+    shadow = (f.brightness < f32(p.shadow_brightness)) & ~(veg & (f.brightness >= f32(0.5 * p.shadow_brightness)))
+    out = np.full(valid.shape, C.BARE, np.uint8)
+    for mask, code in ((built, C.BUILT), (veg, C.LOW_VEGETATION),
+                       (veg & (f.texture >= f32(p.tree_texture)) & (f.darkest < f32(p.tree_darkest)), C.TREE),
+                       (water, C.WATER), (shadow, C.SHADOW), (~valid, C.NODATA)):
+        out[mask] = code
+    return out
+
+
+@pytest.mark.parametrize("nir", [False, True])
+@pytest.mark.parametrize("min_texture", [0.0, 4.0])
+def test_classify_features_matches_the_rules_on_thresholds_and_strided_features(nir, min_texture):
+    """Random features, a third of them exactly on a threshold (strict vs non-strict tests)."""
+    from imagery_watch.classify import classify_features
+    from imagery_watch.features import Features
+
+    p = ClassifierParams(built_min_texture=min_texture, green_excess=0.01)
+    rng = np.random.default_rng(int(nir) + int(min_texture))
+    shape = (37, 45)
+    on = {"brightness": (p.shadow_brightness, 0.5 * p.shadow_brightness, p.water_brightness, p.white_brightness),
+          "red": (0.37,), "exg": (p.exg_veg, 0.2), "saturation": (p.grey_saturation,),
+          "texture": (p.tree_texture, p.water_texture, min_texture or 1.0), "darkest": (p.tree_darkest,),
+          "ndvi": (p.ndvi_veg,)}
+    scale = {"brightness": 255, "texture": 10, "darkest": 120}
+    arrays = {}
+    for name in ("brightness", "red", "green", "blue", "exg", "saturation", "texture", "darkest", "ndvi"):
+        a = (rng.random(shape) * scale.get(name, 1)).astype(np.float32)
+        hit = rng.random(shape) < 0.33
+        a[hit] = rng.choice(np.float32(on.get(name, (0.3,))), hit.sum())
+        arrays[name] = np.repeat(a, 2, axis=1)[:, ::2] if name == "red" else a  # one strided input
+    arrays["green"][::4] = arrays["red"][::4] + np.float32(p.green_excess)
+    if not nir:
+        arrays["ndvi"] = None
+    feat = Features(**arrays)
+    valid = rng.random(shape) < 0.9
+    got = classify_features(feat, valid, params=p)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, _classify_reference(feat, valid, p))
+    assert len(np.unique(got)) == 7
+
+
+def _majority_reference(c, r):
+    ny, nx = c.shape
+    p = np.pad(c, r, mode="edge")
+    out = c.copy()
+    for y in range(ny):
+        for x in range(nx):
+            if c[y, x] == 0:
+                continue
+            counts = np.bincount(p[y:y + 2 * r + 1, x:x + 2 * r + 1].ravel(), minlength=8)[:7]
+            counts[0] = 0
+            own = counts[c[y, x]] if c[y, x] <= 6 else counts[1]
+            for k in range(1, 7):  # the first class with a higher count than all before wins
+                if counts[k] > own:
+                    out[y, x], own = k, counts[k]
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (4, 5), (23, 29)])
+@pytest.mark.parametrize("r", [1, 2])
+def test_majority_filter_matches_a_plain_count(shape, r):
+    """Edge rows and columns, ties (own class kept, else the lowest code), NODATA and codes
+    above 6 not counted."""
+    rng = np.random.default_rng(r + sum(shape))
+    for classes in (rng.integers(0, 8, shape, dtype=np.uint8), rng.integers(1, 3, shape, dtype=np.uint8),
+                    np.full(shape, C.TREE, np.uint8)):
+        np.testing.assert_array_equal(majority_filter(classes, radius=r), _majority_reference(classes, r))
+        strided = np.repeat(classes, 2, axis=1)[:, ::2]
+        np.testing.assert_array_equal(majority_filter(strided, radius=r), _majority_reference(classes, r))

@@ -1,4 +1,5 @@
-"""Land cover of one epoch by rules that need no training (pure numpy block kernels).
+"""Land cover of one epoch by rules that need no training (block kernels: numpy, and
+compiled numba kernels for the per-pixel rules and the majority filter).
 
 The classes (:class:`~imagery_watch.classes.LandCover`) are decided per pixel from the
 evidence of :mod:`imagery_watch.features`, in this order:
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classes import LandCover
-from .features import Features, box_sum, compute_features, features_halo_px, radius_px
+from .features import Features, compute_features, features_halo_px, radius_px
 
 __all__ = [
     "ClassifierParams",
@@ -168,69 +169,145 @@ def classify_features(feat: Features, valid: np.ndarray, *, params: ClassifierPa
     """Per-pixel classes from features (no neighbourhood, halo 0), uint8 LandCover codes."""
     p = params
     f32 = np.float32
-    C = LandCover
-    if feat.ndvi is not None:
-        veg = feat.ndvi > f32(p.ndvi_veg)
-    else:
-        veg = feat.exg > f32(p.exg_veg)
-        veg &= (feat.green - feat.red) > f32(p.green_excess)  # yellow (ripe) crops are not green
-    out = np.full(valid.shape, C.BARE, dtype=np.uint8)
-    nonveg = ~veg
-    built = feat.saturation < f32(p.grey_saturation)
-    built |= (feat.red - feat.green) > f32(p.red_excess)
-    built |= (feat.blue - feat.red) > f32(p.blue_excess)
-    built |= feat.brightness > f32(p.white_brightness)
-    built &= nonveg
-    if p.built_min_texture > 0:
-        built &= feat.texture >= f32(p.built_min_texture)
-    out[built] = C.BUILT
-    tree = feat.texture >= f32(p.tree_texture)
-    tree &= feat.darkest < f32(p.tree_darkest)
-    tree &= veg
-    out[veg] = C.LOW_VEGETATION
-    out[tree] = C.TREE
-    # dark, smooth, not reddish and at most moderately green (turbid or algal water)
-    water = feat.brightness < f32(p.water_brightness)
-    water &= feat.texture < f32(p.water_texture)
-    water &= feat.red < f32(0.37)
-    water &= feat.exg < f32(0.2)
-    out[water] = C.WATER
-    shadow = feat.brightness < f32(p.shadow_brightness)
-    # dark but clearly green (shade inside a canopy) stays vegetation
-    shadow &= ~(veg & (feat.brightness >= f32(0.5 * p.shadow_brightness)))
-    out[shadow] = C.SHADOW
-    out[~valid] = C.NODATA
+    # the rules of the module docstring, pixel by pixel in one compiled pass (each rule was
+    # a numpy pass over the whole block); the same float32 comparisons, so the same classes
+    thresholds = np.array([p.ndvi_veg, p.exg_veg, p.green_excess, p.grey_saturation, p.red_excess,
+                           p.blue_excess, p.white_brightness, p.built_min_texture, p.tree_texture,
+                           p.tree_darkest, p.water_brightness, p.water_texture, 0.37, 0.2,
+                           p.shadow_brightness, 0.5 * p.shadow_brightness], dtype=f32)
+    out = np.empty(valid.shape, np.uint8)
+    if out.size:
+        has_ndvi = feat.ndvi is not None
+        _kernels().classify(feat.brightness, feat.red, feat.green, feat.blue, feat.exg, feat.saturation,
+                            feat.texture, feat.darkest, feat.ndvi if has_ndvi else feat.exg, has_ndvi,
+                            np.asarray(valid, dtype=bool), thresholds, p.built_min_texture > 0, _CODES, out)
     return out
+
+
+#: the codes classify_features assigns, in the order of its rules (BARE is the default)
+_CODES = tuple(np.uint8(c) for c in (LandCover.BARE, LandCover.BUILT, LandCover.LOW_VEGETATION, LandCover.TREE,
+                                    LandCover.WATER, LandCover.SHADOW, LandCover.NODATA))
 
 
 def majority_filter(classes: np.ndarray, *, radius: int) -> np.ndarray:
     """Most frequent class over the (2r+1)^2 window; ties keep the pixel's own class.
 
-    ``NODATA`` (0) pixels stay 0 and are not counted. Halo = ``radius``.
+    ``NODATA`` (0) pixels stay 0 and are not counted; nor are codes above 6. Halo = ``radius``.
 
     Notes
     -----
     The counts of all six classes are gathered in one exact integer box sum of a packed
-    one-hot code (5 bits per class in a uint32, so windows up to 5 x 5 fit).
+    one-hot code (5 bits per class in a uint32, so windows up to 5 x 5 fit), in a compiled
+    kernel that also picks the class.
     """
     if radius == 0:
         return classes.copy()
     if radius > 2:
         raise ValueError(f"majority_filter radius must be <= 2, found {radius}")
-    shifts = np.array([0] + [5 * (c - 1) for c in range(1, _N_CLASSES + 1)] + [0], dtype=np.uint32)
-    onehot = np.left_shift(np.uint32(1), shifts)
-    onehot[0] = 0
-    onehot[-1] = 0
-    packed = box_sum(onehot[np.minimum(classes, _N_CLASSES + 1)], radius=radius, dtype=np.uint32)
-    own = ((packed >> shifts[classes]) & np.uint32(31)).astype(np.uint8)
-    best = classes.copy()
-    for c in range(1, _N_CLASSES + 1):
-        cnt = ((packed >> np.uint32(5 * (c - 1))) & np.uint32(31)).astype(np.uint8)
-        better = cnt > own
-        best[better] = c
-        np.maximum(own, cnt, out=own)
-    best[classes == 0] = 0
-    return best
+    out = np.empty(classes.shape, np.uint8)
+    if out.size:
+        _kernels().majority(np.asarray(classes, dtype=np.uint8), int(radius), _ONEHOT, out)
+    return out
+
+
+#: packed one-hot code of each class value: 5 bits per class 1..6; NODATA and others count nothing
+_ONEHOT = np.zeros(256, np.uint32)
+_ONEHOT[1:_N_CLASSES + 1] = np.left_shift(np.uint32(1), 5 * np.arange(_N_CLASSES, dtype=np.uint32))
+
+
+_KERNELS = None  # the compiled kernels, made on first use (importing numba takes a while)
+
+
+def _kernels():
+    """The compiled (numba) kernels of this module, made or loaded from numba's cache on
+    first use. They release the GIL, so worker threads run them in parallel."""
+    global _KERNELS
+    if _KERNELS is not None:
+        return _KERNELS
+    from types import SimpleNamespace
+
+    import numba
+
+    jit = numba.njit(nogil=True, cache=True)
+
+    @jit
+    def classify(bright, red, green, blue, exg, sat, tex, dark, ndvi, has_ndvi, valid, t, min_texture, codes,
+                 out):  # pragma: no cover (compiled)
+        # later rules win, in the order of the module docstring: built, vegetation, tree,
+        # water, shadow, nodata; float32 differences as numpy computes them. Two loops per
+        # row, each reading few arrays: LLVM vectorises a loop only when it can check that
+        # few pointers do not overlap the output
+        bare, built_c, low_veg, tree_c, water_c, shadow_c, nodata = codes
+        ny, nx = out.shape
+        is_veg = np.empty(nx, np.bool_)
+        for y in range(ny):
+            br, r, g, b, e, sa, nd, o = bright[y], red[y], green[y], blue[y], exg[y], sat[y], ndvi[y], out[y]
+            for x in range(nx):
+                if has_ndvi:
+                    veg = nd[x] > t[0]
+                else:
+                    veg = (e[x] > t[1]) & ((g[x] - r[x]) > t[2])  # yellow (ripe) crops are not green
+                built = (sa[x] < t[3]) | ((r[x] - g[x]) > t[4]) | ((b[x] - r[x]) > t[5]) | (br[x] > t[6])
+                is_veg[x] = veg
+                o[x] = built_c if built & ~veg else bare
+            tx, dk, v = tex[y], dark[y], valid[y]
+            for x in range(nx):
+                veg = is_veg[x]
+                c = o[x]
+                if min_texture and tx[x] < t[7]:
+                    c = bare
+                c = low_veg if veg else c
+                c = tree_c if (tx[x] >= t[8]) & (dk[x] < t[9]) & veg else c
+                water = (br[x] < t[10]) & (tx[x] < t[11]) & (r[x] < t[12]) & (e[x] < t[13])
+                c = water_c if water else c
+                shadow = (br[x] < t[14]) & ~(veg & (br[x] >= t[15]))  # green shade stays vegetation
+                c = shadow_c if shadow else c
+                o[x] = c if v[x] else nodata
+
+    @jit
+    def majority(cls, r, onehot, out):  # pragma: no cover (compiled)
+        # the packed one-hot codes, then per row: their vertical sums into an edge-padded
+        # row buffer, the horizontal sums and the class with the highest count (ties: the
+        # own class, then the lowest code); contiguous loops, vectorised
+        ny, nx = cls.shape
+        codes = np.empty((ny, nx), np.uint32)
+        for y in range(ny):
+            row, cd = cls[y], codes[y]
+            for x in range(nx):
+                cd[x] = onehot[row[x]]
+        v = np.empty(nx + 2 * r, np.uint32)
+        packed = np.empty(nx, np.uint32)
+        for y in range(ny):
+            v[r:r + nx] = codes[y]
+            for d in range(1, r + 1):
+                ca, cb = codes[max(y - d, 0)], codes[min(y + d, ny - 1)]  # rows repeat at the edges
+                for x in range(nx):
+                    v[r + x] += ca[x] + cb[x]
+            for x in range(r):
+                v[x] = v[r]
+                v[r + nx + x] = v[r + nx - 1]
+            for x in range(nx):
+                packed[x] = v[x]
+            for d in range(1, 2 * r + 1):
+                for x in range(nx):
+                    packed[x] += v[x + d]
+            row, o = cls[y], out[y]
+            for x in range(nx):
+                p = packed[x]
+                c = row[x]
+                # 5 * (c - 1) for classes 1..6, else 0 (the count of class 1, as before)
+                shift = 5 * min(max(np.int32(c), 1), 6) - 5 if c <= 6 else 0
+                own = (p >> np.uint32(shift)) & np.uint32(31)
+                best = c
+                for k in range(1, 7):
+                    cnt = (p >> np.uint32(5 * (k - 1))) & np.uint32(31)
+                    better = cnt > own
+                    best = np.uint8(k) if better else best
+                    own = cnt if better else own
+                o[x] = best if c != 0 else np.uint8(0)
+
+    _KERNELS = SimpleNamespace(classify=classify, majority=majority)
+    return _KERNELS
 
 
 def classify_block(image: np.ndarray, valid: np.ndarray, *, params: ClassifierParams,
