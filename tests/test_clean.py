@@ -58,3 +58,49 @@ def test_empty_mask_and_input_unchanged():
     keep = m.copy()
     clean_mask(m, open_px=1, close_px=1, hole_px=3)
     assert np.array_equal(m, keep)
+
+
+def _holes_reference(mask, max_extent):
+    """Background regions (4-connected) off the border whose bounding box fits, by labelling."""
+    from scipy import ndimage as ndi
+
+    labels, _ = ndi.label(~mask)
+    out = mask.copy()
+    h, w = mask.shape
+    for k, (ys, xs) in enumerate(ndi.find_objects(labels), start=1):
+        if ys.start == 0 or xs.start == 0 or ys.stop == h or xs.stop == w:
+            continue
+        if ys.stop - ys.start <= max_extent and xs.stop - xs.start <= max_extent:
+            out[labels == k] = True
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 40), st.floats(0.0, 1.0),
+       st.integers(1, 8))
+def test_fill_small_holes_matches_labelling(seed, ny, nx, density, extent):
+    """Sparse to dense masks: holes next to the border, holes that touch a large region
+    diagonally only, regions just above the extent."""
+    m = np.random.default_rng(seed).random((ny, nx)) < density
+    np.testing.assert_array_equal(fill_small_holes(m, max_extent_px=extent), _holes_reference(m, extent))
+
+
+def test_fill_small_holes_of_shapes_and_strided_masks():
+    m = np.zeros((30, 40), bool)
+    m[2:12, 2:12] = True
+    m[4:6, 4:7] = False  # 2 x 3: filled with extent 3, not 2
+    m[8, 8] = False  # 1 x 1
+    m[15:25, 15:25] = True
+    m[16:24, 16:24] = False  # 8 x 8 ring interior
+    m[19, 19] = True
+    m[0, 30:33] = True
+    m[1, 29] = m[1, 33] = m[2, 30:33] = True
+    m[1, 30:33] = False  # 1 x 3, enclosed but one row below the border
+    for extent in (1, 2, 3, 8):
+        want = _holes_reference(m, extent)
+        np.testing.assert_array_equal(fill_small_holes(m, max_extent_px=extent), want)
+        strided = np.repeat(m, 2, axis=1)[:, ::2]
+        np.testing.assert_array_equal(fill_small_holes(strided, max_extent_px=extent), want)
+    assert fill_small_holes(m, max_extent_px=3)[4:6, 4:7].all()
+    assert not fill_small_holes(m, max_extent_px=2)[4:6, 4:7].any()
+    assert fill_small_holes(m, max_extent_px=8)[16:24, 16:24].all()

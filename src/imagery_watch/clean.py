@@ -1,4 +1,5 @@
-"""Morphological cleaning of change masks (pure numpy block kernels with declared halos).
+"""Morphological cleaning of change masks (block kernels with declared halos: numpy, and a
+compiled numba kernel for hole filling).
 
 Opening removes speckle, closing bridges narrow gaps, and holes are filled when they fit in
 a small box. The minimum mapping unit is *not* applied here: patches can span blocks, so
@@ -14,7 +15,6 @@ halo decide it exactly.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .features import box_max, box_min
 
@@ -43,31 +43,80 @@ def fill_small_holes(mask: np.ndarray, *, max_extent_px: int) -> np.ndarray:
 
     Background connectivity is 4-neighbour; regions touching the array border are never
     holes.
+
+    Notes
+    -----
+    A compiled kernel searches only from background pixels below a mask pixel (the top
+    row of every hole is such a pixel), and each search stops as soon as its region grows
+    past ``max_extent_px`` or reaches the border: the work follows the mask's outline, not
+    the area of the background (labelling all of it cost ~1 ms per 584 x 584 block).
     """
     out = mask.copy()
     if max_extent_px <= 0 or not mask.any():
         return out
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, mask.shape[0])
-    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, mask.shape[1])
-    sub = ~mask[r0:r1, c0:c1]
-    labels, n = ndi.label(sub)
-    if n == 0:
-        return out
-    h, w = sub.shape
-    fill = np.zeros(n + 1, dtype=bool)
-    for k, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        ys, xs = sl
-        if ys.start == 0 or xs.start == 0 or ys.stop == h or xs.stop == w:
-            continue
-        if ys.stop - ys.start <= max_extent_px and xs.stop - xs.start <= max_extent_px:
-            fill[k] = True
-    if fill.any():
-        out[r0:r1, c0:c1] |= fill[labels]
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(bool).view(np.uint8)
+    _kernels().fill_holes(m, int(max_extent_px), out.view(np.uint8) if out.dtype == bool else out)
     return out
+
+
+_KERNELS = None  # the compiled kernels, made on first use (importing numba takes a while)
+
+
+def _kernels():
+    """The compiled (numba) kernels of this module, made or loaded from numba's cache on
+    first use. They release the GIL, so worker threads run them in parallel."""
+    global _KERNELS
+    if _KERNELS is not None:
+        return _KERNELS
+    from types import SimpleNamespace
+
+    import numba
+
+    @numba.njit(nogil=True, cache=True)
+    def fill_holes(mask, m, out):  # pragma: no cover (compiled)
+        ny, nx = mask.shape
+        state = np.zeros((ny, nx), np.uint8)  # 1: not a hole, 2: a hole, 3: in the current search
+        ys = np.empty(m * m + 1, np.int64)  # a search that does not stop holds at most m * m pixels
+        xs = np.empty(m * m + 1, np.int64)
+        for y in range(1, ny - 1):
+            above, row, st = mask[y - 1], mask[y], state[y]
+            starts = 0  # background pixels below a mask pixel (vectorised count: most rows have none)
+            for x in range(1, nx - 1):
+                starts += above[x] > row[x]
+            if starts == 0:
+                continue
+            for x in range(1, nx - 1):
+                if above[x] <= row[x] or st[x]:
+                    continue
+                # breadth-first search of the background region of (y, x)
+                ys[0], xs[0] = y, x
+                n, head = 1, 0
+                st[x] = 3
+                y0, y1, x0, x1 = y, y, x, x
+                hole = True
+                while hole and head < n:
+                    cy, cx = ys[head], xs[head]
+                    head += 1
+                    for k in range(4):
+                        qy = cy + (k == 1) - (k == 0)
+                        qx = cx + (k == 3) - (k == 2)
+                        if mask[qy, qx] or state[qy, qx] == 3:
+                            continue
+                        y0, y1, x0, x1 = min(y0, qy), max(y1, qy), min(x0, qx), max(x1, qx)
+                        if (state[qy, qx] == 1 or qy == 0 or qx == 0 or qy == ny - 1 or qx == nx - 1
+                                or y1 - y0 >= m or x1 - x0 >= m):
+                            hole = False  # joins a region that is not a hole, the border, or too large
+                            break
+                        state[qy, qx] = 3
+                        ys[n], xs[n] = qy, qx
+                        n += 1
+                for i in range(n):
+                    state[ys[i], xs[i]] = 2 if hole else 1
+                    if hole:
+                        out[ys[i], xs[i]] = 1
+
+    _KERNELS = SimpleNamespace(fill_holes=fill_holes)
+    return _KERNELS
 
 
 def clean_halo_px(*, open_px: int, close_px: int, hole_px: int) -> int:
