@@ -80,3 +80,71 @@ def test_a_rewritten_small_layer_is_read_again(tmp_path):
                          crs="EPSG:4549").to_file(path, layer="c", driver="GPKG")
         got = rasterise_window(path, "c", transform=t, shape=(4, 4), values="value", dtype=np.uint16)
         assert (got == value).all()
+
+
+def test_neighbouring_windows_share_one_query(tmp_path, monkeypatch):
+    """Windows in raster order, as the chunks of a job: the features are read for a region
+    around the first window and the next ones take theirs from it; same pixels as a plain
+    rasterisation of the whole layer."""
+    n = vectors.SMALL_LAYER_FEATURES + 30
+    path, polys = _layer(tmp_path, n, seed=4)
+    reads = []
+    read = vectors.pyogrio.raw.read
+    monkeypatch.setattr(vectors.pyogrio.raw, "read", lambda *a, **k: reads.append(k.get("bbox")) or read(*a, **k))
+    windows = [(r0, c0) for r0 in range(0, 480, 120) for c0 in range(0, 640, 160)]
+    for r0, c0 in windows:
+        t = TRANSFORM @ Affine.translation(c0, r0)
+        got = rasterise_window(path, "layer", transform=t, shape=(120, 160), values="value", dtype=np.uint16)
+        np.testing.assert_array_equal(got, _reference(polys, range(1, n + 1), t, (120, 160), np.uint16))
+    assert 1 < len(reads) <= len(windows) // 2
+
+
+def test_a_rewritten_large_layer_is_read_again(tmp_path):
+    n = vectors.SMALL_LAYER_FEATURES + 10
+    path = tmp_path / "big.gpkg"
+    t = TRANSFORM @ Affine.translation(10, 10)
+    boxes = [shapely.box(500_000 - i / 100, 3_399_900, 500_100 - i / 100, 3_400_000) for i in range(n)]
+    for offset in (0, 100):
+        gpd.GeoDataFrame({"value": np.arange(n) + offset}, geometry=boxes, crs="EPSG:4549") \
+            .to_file(path, layer="big", driver="GPKG")
+        got = rasterise_window(path, "big", transform=t, shape=(4, 4), values="value", dtype=np.uint16)
+        assert (got == n - 1 + offset).all()  # the last feature covers the window
+
+
+@pytest.mark.parametrize("n", [4, vectors.SMALL_LAYER_FEATURES + 4])
+def test_polygons_over_the_whole_window_hide_the_earlier_ones(tmp_path, n):
+    """A window inside several polygons: the last polygon over every pixel is filled in
+    directly and only the later ones that cross the window are burnt; same pixels."""
+    big = shapely.box(499_990, 3_399_900, 500_100, 3_400_010)  # over the whole window
+    part = shapely.box(500_010, 3_399_950, 500_050, 3_399_990)  # across it
+    far = shapely.box(500_500, 3_399_000, 500_510, 3_399_010)
+    polys = [part, big, big.difference(part.buffer(3)), part.buffer(-5), far] + [far] * (n - 4)
+    path = tmp_path / "nested.gpkg"
+    gpd.GeoDataFrame({"value": np.arange(1, len(polys) + 1)}, geometry=polys, crs="EPSG:4549") \
+        .to_file(path, layer="nested", driver="GPKG")
+    kinds = []
+    for c0, r0, h, w in ((30, 30, 150, 200), (0, 0, 50, 50), (45, 45, 20, 20)):
+        t = TRANSFORM @ Affine.translation(c0, r0)
+        got = rasterise_window(path, "nested", transform=t, shape=(h, w), values="value", dtype=np.uint16)
+        want = _reference(polys, range(1, len(polys) + 1), t, (h, w), np.uint16)
+        np.testing.assert_array_equal(got, want)
+        kinds.append(len(np.unique(want)))
+    assert kinds == [3, 2, 1]  # later polygons across the window, or none
+
+
+def test_geojson_mappings_are_the_geo_interface():
+    """The mappings handed to rasterio hold the coordinates of __geo_interface__, in order."""
+    from imagery_watch.io.vectors import _geojson
+
+    square = shapely.box(0, 0, 10, 10).difference(shapely.box(2, 2, 4, 4))
+    multi = shapely.MultiPolygon([shapely.box(20, 0, 30, 5), square])
+    tri = shapely.Polygon([(0, 0), (5, 1.5), (1, 7.25)])
+    pairs = _geojson(np.array([square, multi, tri], dtype=object), np.array([3, 4, 5]))
+    for (mapping, value), geom, want in zip(pairs, (square, multi, tri), (3, 4, 5)):
+        gi = geom.__geo_interface__
+        assert mapping["type"] == gi["type"] and value == want
+
+        def tuples(c):
+            return [tuple(x) for x in c] if isinstance(c[0][0], float) else [tuples(x) for x in c]
+
+        assert tuples(mapping["coordinates"]) == tuples(gi["coordinates"])
