@@ -243,3 +243,47 @@ def test_block_count_matches_a_plain_numpy_reference(factor, shape, kind):
         np.testing.assert_array_equal(block_majority(m, factor), 2 * want >= factor * factor)
     ints = mask.astype(np.int32)
     np.testing.assert_array_equal(block_count(ints, factor), want)
+
+
+def _features_reference(image, smooth_px, texture_px):
+    """compute_features as plain numpy expressions: the float32 operations, in their order."""
+    f32 = np.float32
+    k = 2 * smooth_px + 1
+    sums = [ndi.correlate(b.astype(np.int64), np.ones((k, k), np.int64), mode="nearest").astype(np.uint16)
+            for b in image]
+    rs, gs, bs = sums[:3]
+    tot = (rs + gs + bs).astype(f32)
+    want = {"brightness": tot * f32(1.0 / float(f32(3 * k * k)))}
+    inv = f32(1) / np.maximum(tot, f32(1))
+    want.update(red=rs * inv, green=gs * inv, blue=bs * inv)
+    want["exg"] = want["green"] * f32(3) - f32(1)
+    mx = np.maximum(np.maximum(rs, gs), bs)
+    mn = np.minimum(np.minimum(rs, gs), bs)
+    want["saturation"] = (mx - mn).astype(f32) / np.maximum(mx.astype(f32), f32(1))
+    if len(image) == 4:
+        ns, rf = sums[3].astype(f32), rs.astype(f32)
+        want["ndvi"] = (ns - rf) / np.maximum(ns + rf, f32(1))
+    lum = luminance(image)
+    want["texture"] = local_roughness(lum, radius=texture_px)
+    want["darkest"] = ndi.minimum_filter(lum, size=2 * texture_px + 1, mode="nearest").astype(f32)
+    return want
+
+
+@pytest.mark.parametrize("bands", [3, 4])
+@pytest.mark.parametrize("smooth_px, texture_px", [(0, 2), (1, 1), (2, 4), (3, 7)])
+def test_compute_features_equals_the_numpy_expressions_bit_for_bit(bands, smooth_px, texture_px):
+    """The compiled colour pass: the same float32 values, black and saturated pixels included,
+    on a sliced (non-contiguous) image."""
+    rng = np.random.default_rng(bands * 10 + smooth_px)
+    big = rng.integers(0, 256, (bands, 31, 47), dtype=np.uint8)
+    big[:, 3:9, 5:15] = 0  # black: total 0, max 0
+    big[0, 12:20] = 255
+    big[1:, 12:20] = 0
+    img = big[:, 1:30, 2:45]
+    f = compute_features(img, smooth_px=smooth_px, texture_px=texture_px)
+    want = _features_reference(img, smooth_px, texture_px)
+    assert (f.ndvi is None) == (bands == 3)
+    for name, value in want.items():
+        got = getattr(f, name)
+        assert got.dtype == np.float32 and got.flags.c_contiguous, name
+        np.testing.assert_array_equal(got, value, err_msg=name)

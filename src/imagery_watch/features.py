@@ -270,34 +270,22 @@ def compute_features(image: np.ndarray, *, smooth_px: int, texture_px: int) -> F
         raise ValueError(f"image must be uint8, found {image.dtype}")
     if not 0 <= smooth_px <= 3:
         raise ValueError(f"smooth_px must be 0..3, found {smooth_px}")
-    sums = [box_sum(image[b], radius=smooth_px, dtype=np.uint16) for b in range(image.shape[0])]
-    rs, gs, bs = sums[0], sums[1], sums[2]
-    total = rs + gs + bs  # <= 3 * 49 * 255 fits uint16
-    n_win = np.float32(3 * (2 * smooth_px + 1) ** 2)
-    tot_f = total.astype(np.float32)
-    brightness = tot_f * np.float32(1.0 / float(n_win))
-    np.maximum(tot_f, 1, out=tot_f)
-    inv = np.divide(np.float32(1), tot_f, out=tot_f)
-    red = rs * inv
-    green = gs * inv
-    blue = bs * inv
-    exg = green * np.float32(3)
-    exg -= np.float32(1)
-    mx = np.maximum(np.maximum(rs, gs), bs)
-    mn = np.minimum(np.minimum(rs, gs), bs)
-    mxf = mx.astype(np.float32)
-    saturation = (mx - mn).astype(np.float32)
-    np.maximum(mxf, 1, out=mxf)
-    saturation /= mxf
-    ndvi = None
-    if image.shape[0] == 4:
-        ns = sums[3].astype(np.float32)
-        rf = rs.astype(np.float32)
-        den = ns + rf
-        np.maximum(den, 1, out=den)
-        ndvi = ns - rf
-        ndvi /= den
-    lum = luminance(image)
+    nb, ny, nx = image.shape
+    # the window sums; without smoothing the bands themselves (the same values, no copies)
+    sums = [image[b] if smooth_px == 0 else box_sum(image[b], radius=smooth_px, dtype=np.uint16)
+            for b in range(nb)]
+    # brightness, red, green, blue, exg, saturation and ndvi: arrays of their own, so that
+    # keeping one does not keep the others
+    out = tuple(np.empty((ny, nx) if k < 6 or nb == 4 else (0, 0), np.float32) for k in range(7))
+    lum = np.empty((ny, nx), np.uint8)
+    if lum.size:
+        # the colour indices and the luminance in one compiled pass, with the float32
+        # operations of the numpy expressions it replaced, in their order
+        n_win = np.float32(3 * (2 * smooth_px + 1) ** 2)
+        _kernels().colour(sums[0], sums[1], sums[2], sums[nb - 1], nb == 4, image[0], image[1], image[2],
+                          np.float32(1.0 / float(n_win)), out, lum)
+    brightness, red, green, blue, exg, saturation = out[:6]
+    ndvi = out[6] if nb == 4 else None
     texture = local_roughness(lum, radius=texture_px)
     darkest = box_min(lum, radius=texture_px).astype(np.float32)
     return Features(brightness=brightness, red=red, green=green, blue=blue, exg=exg,
@@ -471,7 +459,8 @@ def _kernels():
                 o[full] = s
 
     @jit
-    def block_stats(img, lut, use_lut, factor, mean, std):  # pragma: no cover (compiled)
+    def block_stats(img, lut, use_lut, pairs, img16, lut2, factor, mapped, mapped16, mean,
+                    std):  # pragma: no cover (compiled)
         # column sums of the bands, luminance and its square over each block row
         # (contiguous, vectorised), then the sums of each block from them
         nb, ny, nx = img.shape
@@ -485,16 +474,21 @@ def _kernels():
         inv = np.float32(1.0 / n)
         cols = np.empty((nb + 2, nx), np.int32)
         sums = np.empty((nb + 2, bx_n), np.int32)
-        mapped = np.empty((nb, nx), np.uint8)
         for by in range(by_n):
             cols[:] = 0
             for i in range(factor):
                 y = min(by * factor + i, ny - 1)  # partial blocks repeat the edge pixels
-                if use_lut:
+                if pairs:
+                    for k in range(nb):
+                        lk, src, dst = lut2[k], img16[k, y], mapped16[k]
+                        for x in range(nx // 2):
+                            dst[x] = lk[src[x]]
+                elif use_lut:
                     for k in range(nb):
                         lk, src, dst = lut[k], img[k, y], mapped[k]
                         for x in range(nx):
                             dst[x] = lk[src[x]]
+                if use_lut:
                     r_row, g_row, b_row = mapped[0], mapped[1], mapped[2]
                 else:
                     r_row, g_row, b_row = img[0, y], img[1, y], img[2, y]
@@ -617,8 +611,55 @@ def _kernels():
                     for x in range(nx):
                         o[x] = min(o[x], v[x + d])
 
+    @jit
+    def colour(rs, gs, bs, ns, has_nir, r8, g8, b8, k_bright, out, lum):  # pragma: no cover (compiled)
+        # per row, one loop per output over row buffers in cache: LLVM vectorises a loop
+        # only when it can check that its few arrays do not overlap
+        ny, nx = lum.shape
+        one = np.float32(1)
+        tot = np.empty(nx, np.float32)
+        inv = np.empty(nx, np.float32)
+        for y in range(ny):
+            r, g, b = rs[y], gs[y], bs[y]
+            for x in range(nx):
+                tot[x] = np.float32(np.int32(r[x]) + np.int32(g[x]) + np.int32(b[x]))
+            o = out[0][y]  # brightness
+            for x in range(nx):
+                o[x] = tot[x] * k_bright
+            for x in range(nx):
+                t = tot[x]
+                inv[x] = one / (t if t >= one else one)
+            o = out[1][y]  # red, green, blue chromaticity
+            for x in range(nx):
+                o[x] = np.float32(r[x]) * inv[x]
+            o = out[2][y]
+            for x in range(nx):
+                o[x] = np.float32(g[x]) * inv[x]
+            o = out[3][y]
+            for x in range(nx):
+                o[x] = np.float32(b[x]) * inv[x]
+            o, gr = out[4][y], out[2][y]  # excess green
+            for x in range(nx):
+                o[x] = gr[x] * np.float32(3) - one
+            o = out[5][y]  # saturation
+            for x in range(nx):
+                mx = max(max(np.int32(r[x]), np.int32(g[x])), np.int32(b[x]))
+                mn = min(min(np.int32(r[x]), np.int32(g[x])), np.int32(b[x]))
+                mxf = np.float32(mx)
+                o[x] = np.float32(mx - mn) / (mxf if mxf >= one else one)
+            if has_nir:
+                o, nir = out[6][y], ns[y]
+                for x in range(nx):
+                    nf = np.float32(nir[x])
+                    rf = np.float32(r[x])
+                    den = nf + rf
+                    o[x] = (nf - rf) / (den if den >= one else one)
+            lr, lg, lb, lo = r8[y], g8[y], b8[y], lum[y]
+            for x in range(nx):
+                lo[x] = (np.int32(lr[x]) + 2 * np.int32(lg[x]) + np.int32(lb[x]) + 2) >> 2  # as luminance()
+
     _KERNELS = SimpleNamespace(block_sums=block_sums, block_stats=block_stats, box_sum=box_sum,
-                               box_max=box_max, box_min=box_min)
+                               box_max=box_max, box_min=box_min, colour=colour)
     return _KERNELS
 
 
@@ -645,8 +686,19 @@ def block_stats(image: np.ndarray, factor: int, lut: np.ndarray | None = None) -
     shape = (-(-ny // factor), -(-nx // factor))
     mean = np.empty((nb,) + shape, np.uint8)
     std = np.empty(shape, np.float32)
+    mapped = np.empty((nb, nx + nx % 2), np.uint8)  # one row of the mapped bands
+    # the look-up tables applied to pairs of pixels, (uint16 -> uint16): half the look-ups,
+    # which bound the pass (their 128 KiB tables stay in cache on real images)
+    pairs = use_lut and nx % 2 == 0 and np.little_endian
+    if pairs:
+        wide = lut.astype(np.uint16)
+        lut2 = (wide[:, :, None] << 8 | wide[:, None, :]).reshape(nb, 65536)
+        image16 = image.view(np.uint16)
+    else:
+        lut2, image16 = np.zeros((nb, 1), np.uint16), np.zeros((nb, 1, 1), np.uint16)
     if ny and nx:
-        _kernels().block_stats(image, lut, use_lut, int(factor), mean, std)
+        _kernels().block_stats(image, lut, use_lut, pairs, image16, lut2, int(factor), mapped,
+                               mapped.view(np.uint16), mean, std)
     return mean, std
 
 
