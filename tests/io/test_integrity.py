@@ -87,3 +87,19 @@ def test_unprocessed_areas_are_the_skipped_sheets_on_the_grid(sheets, tmp_path):
     assert areas.geometry.iloc[0].bounds == pytest.approx((ORIGIN[0] + 51.2, ORIGIN[1] - 51.2, ORIGIN[0] + 102.4,
                                                            ORIGIN[1]))
     assert areas["area_m2"].iloc[0] == pytest.approx(51.2 * 51.2)
+
+
+def test_vrt_sources_lists_each_sheet_once_in_order(tmp_path):
+    """A mosaic VRT names each sheet once per band and mask: listed once, first-seen order,
+    relative names resolved against the VRT's folder."""
+    from imagery_watch.io.integrity import vrt_sources
+
+    def source(name, relative):
+        return (f'<SimpleSource><SourceFilename relativeToVRT="{int(relative)}">{name}</SourceFilename>'
+                '<SourceBand>1</SourceBand></SimpleSource>')
+
+    bands = "".join(f'<VRTRasterBand dataType="Byte" band="{b}">' + source("/data/z.tif", False)
+                    + source("a.tif", True) + "</VRTRasterBand>" for b in (1, 2, 3))
+    vrt = tmp_path / "mosaic.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="10" rasterYSize="10">{bands}</VRTDataset>')
+    assert vrt_sources(vrt) == ["/data/z.tif", str(tmp_path / "a.tif")]
