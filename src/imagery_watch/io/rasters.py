@@ -8,6 +8,7 @@ the file themselves: the same code runs on threads or on a ``dask.distributed`` 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -390,37 +391,139 @@ class Grid:
 
 _THREAD = threading.local()
 
+#: a VRT mosaic of more sheets than this is opened, for a read, as a smaller VRT of the sheets
+#: around the window (:func:`_mosaic_part`): GDAL holds about 15 KB per sheet of every open
+#: VRT, and each worker thread keeps its mosaics open
+PART_MIN_SOURCES = 256
+#: the part opened for a window covers it grown by this many pixels on every side, so that
+#: the next windows of a block of chunks (the strips below) are read from it too
+PART_GROW_PX = 4096
+#: parts kept open per mosaic and thread (the last ones used)
+PARTS_KEPT = 2
 
-def _open_for_thread(path: str):
+
+class _MosaicIndex:
+    """A plain VRT mosaic taken apart: its XML without sources, and each source's element
+    and destination rectangle, so that a VRT of any subset of the sources can be written."""
+
+    def __init__(self, path: str):
+        root = ET.parse(path).getroot()
+        folder = os.path.dirname(os.path.abspath(path))
+        pieces, sources, rects = [], [], []
+        parents = [p for p in root.iter() if any(c.tag.endswith("Source") for c in p)]
+        for k, parent in enumerate(parents):
+            for child in [c for c in parent if c.tag.endswith("Source")]:
+                parent.remove(child)
+                name = child.find("SourceFilename")
+                if name is not None and name.get("relativeToVRT") == "1":  # the part is not a file
+                    name.text = os.path.join(folder, name.text or "")
+                    name.set("relativeToVRT", "0")
+                dst = child.find("DstRect")
+                rect = ((float(dst.get("yOff")), float(dst.get("xOff")),
+                         float(dst.get("yOff")) + float(dst.get("ySize")),
+                         float(dst.get("xOff")) + float(dst.get("xSize"))) if dst is not None
+                        else (-np.inf, -np.inf, np.inf, np.inf))
+                sources.append((k, ET.tostring(child, encoding="unicode")))
+                rects.append(rect)
+            ET.SubElement(parent, "IWSources", k=str(k))
+        text = ET.tostring(root, encoding="unicode")
+        for k in range(len(parents)):
+            head, text = text.split(f'<IWSources k="{k}" />', 1)
+            pieces.append(head)
+        pieces.append(text)
+        self.pieces = pieces  # the XML around the sources of parent k: pieces[k] | sources | pieces[k + 1]
+        self.parent = np.array([k for k, _ in sources], np.int32)
+        self.xml = [x for _, x in sources]
+        self.rects = np.array(rects, np.float64).reshape(-1, 4)
+
+    def part(self, rows: tuple, cols: tuple) -> str:
+        """The mosaic's XML with only the sources that reach rows ``rows[0]..rows[1]`` and
+        columns ``cols[0]..cols[1]`` (the same pixels there)."""
+        r = self.rects
+        hit = (r[:, 0] < rows[1]) & (r[:, 2] > rows[0]) & (r[:, 1] < cols[1]) & (r[:, 3] > cols[0])
+        chosen = [[] for _ in range(len(self.pieces) - 1)]
+        for i in np.flatnonzero(hit):
+            chosen[self.parent[i]].append(self.xml[i])
+        out = [self.pieces[0]]
+        for k, xml in enumerate(chosen):
+            out += xml
+            out.append(self.pieces[k + 1])
+        return "".join(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _mosaic_index(path: str, stamp: tuple) -> _MosaicIndex | None:
+    """The index of a plain VRT mosaic of many sheets (``stamp``: the file's identity, so a
+    changed file is read again); None for any other file (opened whole)."""
+    if not path.lower().endswith(".vrt"):
+        return None
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    if root.tag != "VRTDataset" or root.get("subClass") or root.find(".//VRTRasterBand[@subClass]") is not None:
+        return None  # warped or derived VRTs: GDAL's own business
+    if sum(1 for el in root.iter() if el.tag.endswith("Source")) <= PART_MIN_SOURCES:
+        return None
+    return _MosaicIndex(path)
+
+
+def _file_stamp(path: str):
+    try:
+        st = os.stat(path)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:  # not a local file (a GDAL /vsi path)
+        return None
+
+
+def _open_for_thread(path: str, window: tuple | None = None):
     """The dataset at ``path``, opened once per thread and kept open while the file is unchanged.
 
     Opening a mosaic VRT parses every sheet it lists, which grows with the city (tens of
     milliseconds at a few gigapixels, about half a second at 25,000 sheets); chunks read
     the same mosaics over and over. Datasets are not shared between threads (GDAL handles
-    are not thread-safe); a changed file (size or modification time) is opened again.
+    are not thread-safe); a changed file (inode, size or modification time) is opened again.
+
+    With ``window`` (row0, col0, height, width in the file's pixels), a VRT mosaic of many
+    sheets is opened as a part: a VRT of only the sheets around the window
+    (:data:`PART_GROW_PX`), which reads the same pixels there. The last
+    :data:`PARTS_KEPT` parts are kept per mosaic and thread: memory no longer grows with
+    the number of sheets of the city.
     """
     cache = getattr(_THREAD, "datasets", None)
     if cache is None:
         cache = _THREAD.datasets = {}
-    try:
-        st = os.stat(path)
-        stamp = (st.st_size, st.st_mtime_ns)
-    except OSError:  # not a local file (a GDAL /vsi path): keep what is open
-        stamp = None
-    held = cache.get(path)
-    if held is not None and held[0] == stamp and not held[1].closed:
-        return held[1]
-    if held is not None:
-        held[1].close()
-    ds = rasterio.open(path)
-    cache[path] = (stamp, ds)
-    return ds
+    stamp = _file_stamp(path)
+    index = _mosaic_index(path, stamp) if (window is not None and stamp is not None) else None
+    held = [h for h in cache.get(path, ()) if h[0] == stamp and not h[2].closed]
+    for h in cache.get(path, ()):
+        if h not in held:
+            h[2].close()
+    if index is None:
+        whole = next((h for h in held if h[1] is None), None)
+        if whole is None:
+            whole = (stamp, None, rasterio.open(path))
+            held.insert(0, whole)
+        cache[path] = held
+        return whole[2]
+    r0, c0, hh, ww = window
+    part = next((h for h in held if h[1] is not None and h[1][0] <= r0 and h[1][1] <= c0
+                 and r0 + hh <= h[1][2] and c0 + ww <= h[1][3]), None)
+    if part is None:
+        g = PART_GROW_PX
+        bounds = (r0 - g, c0 - g, r0 + hh + g, c0 + ww + g)
+        part = (stamp, bounds, rasterio.open(index.part((bounds[0], bounds[2]), (bounds[1], bounds[3]))))
+    else:
+        held.remove(part)
+    for h in held[PARTS_KEPT - 1:]:
+        h[2].close()
+    cache[path] = [part] + held[:PARTS_KEPT - 1]
+    return part[2]
 
 
 def _forget_for_thread(path: str) -> None:
-    held = getattr(_THREAD, "datasets", {}).pop(path, None)
-    if held is not None:
-        held[1].close()
+    for held in getattr(_THREAD, "datasets", {}).pop(path, ()):
+        held[2].close()
 
 
 @dataclass(frozen=True)
@@ -463,7 +566,11 @@ class EpochReader:
         valid = np.empty((height, width), dtype=bool)
         try:
             with rasterio.Env(**READ_ENV), decode_warnings() as warned:
-                ds = _open_for_thread(self.path)
+                window = None
+                if self.offset_rc is not None:  # the file's pixels the read touches (a shifted read: one more)
+                    window = (row0 + self.offset_rc[0] + math.floor(self.subpixel_rc[0]),
+                              col0 + self.offset_rc[1] + math.floor(self.subpixel_rc[1]), height + 1, width + 1)
+                ds = _open_for_thread(self.path, window)
                 if self.offset_rc is not None and self.subpixel_rc != (0.0, 0.0):
                     self._read_shifted(ds, row0, col0, data, valid)
                 elif self.offset_rc is not None:
