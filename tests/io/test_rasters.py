@@ -155,3 +155,40 @@ def test_partial_overlap_is_processed_and_reported(tmp_path):
     plan = plan_grid(b, a)
     assert (plan.grid.width, plan.grid.height) == (50, 100)
     assert any("partial overlap" in n for n in plan.notes)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_large_mosaics_are_read_through_parts_with_the_same_pixels(tmp_path, monkeypatch, relative):
+    """A VRT of many sheets is opened, per window, as a VRT of the sheets around it: the
+    same pixels and masks as the whole mosaic, and only a few sheets held open."""
+    from imagery_watch.io import rasters
+
+    monkeypatch.setattr(rasters, "PART_MIN_SOURCES", 8)
+    monkeypatch.setattr(rasters, "PART_GROW_PX", 64)
+    img = texture((3, 384, 512), seed=5)
+    (tmp_path / "sheets").mkdir()
+    for i in range(3):
+        for j in range(4):
+            write(tmp_path / "sheets" / f"s{i}{j}.tif", img[:, 128 * i:128 * (i + 1), 128 * j:128 * (j + 1)],
+                  x0=ORIGIN[0] + 128 * 0.2 * j, y0=ORIGIN[1] - 128 * 0.2 * i, jpeg=True, invalid_rows=9 * i)
+    info = describe_epoch(tmp_path / "sheets", work_dir=tmp_path / "work", label="before")
+    path = info.path
+    if relative:  # sheets named relative to the VRT: the parts (not files) must still find them
+        text = open(path).read().replace(f'relativeToVRT="0">{tmp_path}/sheets/', 'relativeToVRT="1">../sheets/')
+        assert 'relativeToVRT="1"' in text
+        path = str(tmp_path / "work" / "relative.vrt")
+        open(path, "w").write(text)
+        info = describe_epoch(path, work_dir=tmp_path / "work", label="before")
+    grid = plan_grid(info, info).grid
+    reader = make_reader(info, grid, (1, 2, 3))
+    with rasterio.open(path) as whole:
+        full = whole.read([1, 2, 3], boundless=True, window=((-10, 394), (-10, 522)), fill_value=0)
+        mask = whole.dataset_mask()
+    for r0, c0, h, w in [(-10, -10, 100, 150), (200, 300, 184, 212), (100, 0, 64, 512), (0, 250, 384, 30)]:
+        data, valid = reader.read(r0, c0, h, w)
+        np.testing.assert_array_equal(data, full[:, r0 + 10:r0 + 10 + h, c0 + 10:c0 + 10 + w])
+        inside = valid[max(0, -r0):, max(0, -c0):]
+        np.testing.assert_array_equal(inside, mask[max(r0, 0):r0 + h, max(c0, 0):c0 + w] > 0)
+    held = rasters._THREAD.datasets[path]
+    assert 1 <= len(held) <= rasters.PARTS_KEPT and all(part is not None for _, part, _ in held)
+    assert all(0 < len(ds.files) < 12 for _, _, ds in held), [len(ds.files) for _, _, ds in held]  # fewer sheets than 12
