@@ -468,6 +468,14 @@ def _mosaic_index(path: str, stamp: tuple) -> _MosaicIndex | None:
     return _MosaicIndex(path)
 
 
+def _short(exc: Exception, limit: int = 300) -> str:
+    """GDAL's message, without the XML of a mosaic part that GDAL names as the dataset."""
+    text = str(exc)
+    if "<VRTDataset" in text:
+        text = text[:text.index("<VRTDataset")] + "<mosaic part>" + text[text.rfind("</VRTDataset>") + 13:]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _file_stamp(path: str):
     try:
         st = os.stat(path)
@@ -594,7 +602,7 @@ class EpochReader:
         if failing:
             return unreadable_sheet_error(failing, context=where)
         return InputFileError(
-            f"{self.path}: read failed ({exc}){where}; the file or one of its sheets is corrupt or truncated: "
+            f"{self.path}: read failed ({_short(exc)}){where}; the file or one of its sheets is corrupt or truncated: "
             "replace it with an intact copy and run the job again")
 
     def _read_direct(self, ds, row0, col0, data, valid):
