@@ -258,6 +258,29 @@ def test_after_epoch_at_another_pixel_size_is_resampled_and_said(scene, tmp_path
     assert summary["grid_px"] == [512, 512]
 
 
+def test_a_warped_epoch_is_read_chunk_by_chunk(scene, tmp_path, capsys, monkeypatch):
+    """GDAL's warper gives values that depend on the window read: each chunk reads its own
+    window with its halo in one read, whatever the blocks of chunks (workers, resumes)."""
+    from imagery_watch.io.rasters import EpochReader
+
+    reads = []
+    real = EpochReader.read
+
+    def read(self, row0, col0, height, width):
+        reads.append((row0, col0, height, width))
+        return real(self, row0, col0, height, width)
+
+    monkeypatch.setattr(EpochReader, "read", read)
+    path = rewrite(scene / "after" / SHEET, tmp_path / "after-25cm.tif", scale=1.25)
+    rc, out, err = run(capsys, write_config(tmp_path, scene, after=path), "--chunk-px", "128")
+    summary = assert_processed(rc, out, err, tmp_path)
+    h = json.loads((tmp_path / "out" / "job.json").read_text())["halo_px"]
+    chunks = {(r0 - h, c0 - h, 128 + 2 * h, 128 + 2 * h) for r0 in range(0, 512, 128) for c0 in range(0, 512, 128)}
+    job_reads = [r for r in reads if r[2:] != (512, 512) and r[2] > 128]  # not the fits' sample blocks
+    assert summary["chunks_total"] == 16 and set(job_reads) == chunks
+    assert len(job_reads) == 2 * len(chunks)  # both epochs, each chunk once
+
+
 def test_epoch_in_a_crs_that_cannot_be_transformed(scene, tmp_path, capsys):
     local = 'LOCAL_CS["site grid",UNIT["metre",1,AUTHORITY["EPSG","9001"]],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
     path = rewrite(scene / "after" / SHEET, tmp_path / "after-local.tif", crs=rasterio.crs.CRS.from_wkt(local))

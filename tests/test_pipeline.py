@@ -284,6 +284,9 @@ def test_block_shape_follows_the_chunk_size_and_the_workers():
     cols, rows = GROUP_PX[0] // 2048, GROUP_PX[1] // 2048
     assert _group_shape(tasks(64, 64, 2048), 2) == (cols, rows)  # a city: full blocks
     assert _group_shape(tasks(64, 64, 4 * GROUP_PX[1]), 2) == (1, 1)  # chunks larger than a block
+    # coarser pixels (analysis factor 1 or 2): full-resolution analysis arrays, narrower blocks
+    assert _group_shape(tasks(64, 64, 2048), 2, factor=1) == (max(1, cols // 4), rows)
+    assert _group_shape(tasks(64, 64, 2048), 2, factor=2) == (max(1, cols // 2), rows)
     small = tasks(8, 8, 2048)
     shape = _group_shape(small, 2)
     blocks = -(-8 // shape[0]) * -(-8 // shape[1])

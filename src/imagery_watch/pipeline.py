@@ -146,8 +146,10 @@ def _read_rows(t: ChunkTask, y0: int, y1: int, c0: int, c1: int, f: int) -> list
     step = f * max(1, round(STRIP_PX / f))
     env = rasterio.Env(GDAL_CACHEMAX=t.gdal_cachemax_mb * 1024 * 1024, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
     # strips end on multiples of ``step`` grid rows: on tile boundaries when the sheets'
-    # tiles divide it, so that no tile is decoded for two strips
+    # tiles divide it and lie on the grid's tile lattice, so that no tile is decoded twice
     edges = [0, *range(step - y0 % step, hh, step), hh]
+    if _warped(t):  # GDAL's warper gives values that depend on the window: the rows at once
+        edges = [0, hh]
     strips = []
     for s0, s1 in zip(edges[:-1], edges[1:]):
         with env:
@@ -161,6 +163,11 @@ def _read_rows(t: ChunkTask, y0: int, y1: int, c0: int, c1: int, f: int) -> list
         an = analysis_inputs(before, after, v, farmland=farm, factor=f, after_lut=lut)
         strips.append(_GroupInputs(y0 + s0, c0, an, v, farm))
     return strips
+
+
+def _warped(t: ChunkTask) -> bool:
+    """Whether an epoch is resampled onto the grid by GDAL's warper (see ``EpochReader``)."""
+    return t.before.offset_rc is None or t.after.offset_rc is None
 
 
 def _group_windows(tasks: list):
@@ -193,8 +200,9 @@ def _group_windows(tasks: list):
 def process_chunk(task: ChunkTask, group: _GroupInputs | None = None) -> dict:
     """Run read -> normalise -> detect -> clean -> vectorise on one chunk and save the pieces.
 
-    ``group``: the inputs of a window that holds the chunk and its halo (shared by
-    neighbouring chunks, :func:`_group_windows`); default: the chunk's own window, read here.
+    ``group``: the inputs of a window that holds the chunk and its halo, with its origin at a
+    multiple of the analysis factor from the chunk's (shared by neighbouring chunks,
+    :func:`_group_windows`); default: the chunk's own window, read here.
     Returns a small dict of figures (pixels, changed pixels, pieces, seconds per stage).
     """
     t0 = time.perf_counter()
@@ -206,6 +214,9 @@ def process_chunk(task: ChunkTask, group: _GroupInputs | None = None) -> dict:
     h = task.halo_px
     # the chunk's core in the group window, in input and in analysis pixels
     y0, x0 = task.row0 - group.row0, task.col0 - group.col0
+    if (y0 - h) % f or (x0 - h) % f or y0 < h or x0 < h:
+        raise ValueError(f"chunk ({task.row}, {task.col}): the group window at ({group.row0}, {group.col0}) "
+                         f"does not hold its halo on the analysis lattice (factor {f})")
     core = (slice(y0, y0 + task.height), slice(x0, x0 + task.width))
     valid_core = group.valid[core]
     stats = {"row": task.row, "col": task.col, "pixels": task.height * task.width,
@@ -713,19 +724,23 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
 
 #: neighbouring chunks run in one task, a row of chunks after the other, in blocks of up to
 #: this many grid pixels (width, height): the image rows the chunks' halos share are then
-#: read and block-averaged once (:func:`_group_windows`). Only the horizontal halos of a
-#: block's edges are read twice: 2 x 144 px over 8192 columns at 0.2 m; the vertical ones
-#: once per 16,384 rows. Memory follows the width (a row of chunks), not the height.
+#: read and block-averaged once (:func:`_group_windows`). What is still read twice is the
+#: halo columns along a block's left and right edges (2 x 144 px per 8192 columns at 0.2 m)
+#: and the halo rows along its top and bottom (once per block height). Memory follows a
+#: row of chunks of the block (its width), not the block's height. The width is for 4 x 4
+#: analysis blocks; with coarser pixels (fewer input pixels per analysis pixel) blocks are
+#: narrower, so that the analysis arrays of a row of chunks stay as small.
 GROUP_PX = (8192, 16384)
 #: blocks get fewer rows of chunks when there would be fewer than this many blocks per
 #: worker thread (the workers then share the job out evenly)
 GROUPS_PER_WORKER = 4
 
 
-def _group_shape(tasks: list, workers: int) -> tuple:
-    """``(columns, rows)`` of chunks per block (see :data:`GROUP_PX`)."""
+def _group_shape(tasks: list, workers: int, factor: int = 4) -> tuple:
+    """``(columns, rows)`` of chunks per block (see :data:`GROUP_PX`; ``factor``: the
+    analysis factor)."""
     chunk = max(max(t.height, t.width) for t in tasks)
-    cols = max(1, GROUP_PX[0] // chunk)
+    cols = max(1, GROUP_PX[0] * min(max(1, factor), 4) // 4 // chunk)
     rows = max(1, GROUP_PX[1] // chunk)
     n_rows = len({t.row for t in tasks})
     col_blocks = -(-len({t.col for t in tasks}) // cols)
@@ -839,6 +854,15 @@ def process_chunk_group(tasks: list) -> list:
     """:func:`process_chunk` on neighbouring chunks, a row of chunks at a time, each image
     row read once for all of them (:func:`_group_windows`); one figures dict per chunk."""
     _tune_malloc()  # here, so that it reaches every worker process of a cluster too
+    if tasks and _warped(tasks[0]):
+        # the warper's values depend on the window read: each chunk reads its own window,
+        # as it always did, so that results depend on the chunk size only, not on the blocks
+        return [figures for t in tasks for figures in _process_rows([t])]
+    return _process_rows(tasks)
+
+
+def _process_rows(tasks: list) -> list:
+    """:func:`process_chunk` on each row of chunks of :func:`_group_windows`."""
     out = []
     windows = _group_windows(tasks) if tasks else iter(())
     while True:
@@ -863,7 +887,8 @@ def _run_tasks(tasks: list, *, client, workers, progress, done0: int, total: int
     if not tasks:
         return []
     threads = sum(client.nthreads().values()) if client is not None else (workers or os.cpu_count() or 1)
-    groups = _chunk_groups(tasks, _group_shape(tasks, threads))
+    factor = DetectorParams.from_dict(tasks[0].params).factor(tasks[0].pixel_size_m)
+    groups = _chunk_groups(tasks, _group_shape(tasks, threads, factor))
     if client is not None:
         from distributed import as_completed
 

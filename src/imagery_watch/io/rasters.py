@@ -391,9 +391,10 @@ class Grid:
 
 _THREAD = threading.local()
 
-#: a VRT mosaic of more sheets than this is opened, for a read, as a smaller VRT of the sheets
-#: around the window (:func:`_mosaic_part`): GDAL holds about 15 KB per sheet of every open
-#: VRT, and each worker thread keeps its mosaics open
+#: a VRT mosaic of more sources than this (sheets x bands, mask band included: 256 is 64 RGB
+#: sheets with masks) is opened, for a read, as a smaller VRT of the sheets around the
+#: window (:func:`_open_for_thread`): GDAL holds about 15 KB per sheet of every open VRT,
+#: and each worker thread keeps its mosaics open
 PART_MIN_SOURCES = 256
 #: the part opened for a window covers it grown by this many pixels on every side, so that
 #: the next windows of a block of chunks (the strips below) are read from it too
@@ -406,8 +407,7 @@ class _MosaicIndex:
     """A plain VRT mosaic taken apart: its XML without sources, and each source's element
     and destination rectangle, so that a VRT of any subset of the sources can be written."""
 
-    def __init__(self, path: str):
-        root = ET.parse(path).getroot()
+    def __init__(self, path: str, root):
         folder = os.path.dirname(os.path.abspath(path))
         pieces, sources, rects = [], [], []
         parents = [p for p in root.iter() if any(c.tag.endswith("Source") for c in p)]
@@ -451,10 +451,22 @@ class _MosaicIndex:
         return "".join(out)
 
 
-@functools.lru_cache(maxsize=8)
+_INDEX_LOCK = threading.Lock()
+
+
 def _mosaic_index(path: str, stamp: tuple) -> _MosaicIndex | None:
     """The index of a plain VRT mosaic of many sheets (``stamp``: the file's identity, so a
-    changed file is read again); None for any other file (opened whole)."""
+    changed file is read again); None for any other file (opened whole).
+
+    Built once per process: the worker threads' first reads, which come together, wait for
+    it instead of each parsing the mosaic (a city's VRT is tens of MB of XML).
+    """
+    with _INDEX_LOCK:
+        return _build_mosaic_index(path, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _build_mosaic_index(path: str, stamp: tuple) -> _MosaicIndex | None:
     if not path.lower().endswith(".vrt"):
         return None
     try:
@@ -465,14 +477,19 @@ def _mosaic_index(path: str, stamp: tuple) -> _MosaicIndex | None:
         return None  # warped or derived VRTs: GDAL's own business
     if sum(1 for el in root.iter() if el.tag.endswith("Source")) <= PART_MIN_SOURCES:
         return None
-    return _MosaicIndex(path)
+    try:
+        return _MosaicIndex(path, root)
+    except (ValueError, TypeError) as exc:  # a layout the index does not know: read the mosaic whole
+        log.debug("%s: read whole, not by parts (%s)", path, exc)
+        return None
 
 
 def _short(exc: Exception, limit: int = 300) -> str:
     """GDAL's message, without the XML of a mosaic part that GDAL names as the dataset."""
     text = str(exc)
-    if "<VRTDataset" in text:
-        text = text[:text.index("<VRTDataset")] + "<mosaic part>" + text[text.rfind("</VRTDataset>") + 13:]
+    start, end = text.find("<VRTDataset"), text.rfind("</VRTDataset>")
+    if start >= 0:
+        text = text[:start] + "<mosaic part>" + (text[end + len("</VRTDataset>"):] if end > start else "")
     return text if len(text) <= limit else text[:limit] + "..."
 
 
