@@ -27,6 +27,7 @@ a scene with little vegetation or no shadow cannot produce absurd thresholds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,15 +216,10 @@ _ONEHOT = np.zeros(256, np.uint32)
 _ONEHOT[1:_N_CLASSES + 1] = np.left_shift(np.uint32(1), 5 * np.arange(_N_CLASSES, dtype=np.uint32))
 
 
-_KERNELS = None  # the compiled kernels, made on first use (importing numba takes a while)
-
-
+@functools.cache  # made once, on first use (importing numba takes a while)
 def _kernels():
     """The compiled (numba) kernels of this module, made or loaded from numba's cache on
     first use. They release the GIL, so worker threads run them in parallel."""
-    global _KERNELS
-    if _KERNELS is not None:
-        return _KERNELS
     from types import SimpleNamespace
 
     import numba
@@ -306,8 +302,7 @@ def _kernels():
                     own = cnt if better else own
                 o[x] = best if c != 0 else np.uint8(0)
 
-    _KERNELS = SimpleNamespace(classify=classify, majority=majority)
-    return _KERNELS
+    return SimpleNamespace(classify=classify, majority=majority)
 
 
 def classify_block(image: np.ndarray, valid: np.ndarray, *, params: ClassifierParams,

@@ -14,6 +14,8 @@ halo decide it exactly.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .features import box_max, box_min
@@ -59,15 +61,10 @@ def fill_small_holes(mask: np.ndarray, *, max_extent_px: int) -> np.ndarray:
     return out
 
 
-_KERNELS = None  # the compiled kernels, made on first use (importing numba takes a while)
-
-
+@functools.cache  # made once, on first use (importing numba takes a while)
 def _kernels():
     """The compiled (numba) kernels of this module, made or loaded from numba's cache on
     first use. They release the GIL, so worker threads run them in parallel."""
-    global _KERNELS
-    if _KERNELS is not None:
-        return _KERNELS
     from types import SimpleNamespace
 
     import numba
@@ -115,8 +112,7 @@ def _kernels():
                     if hole:
                         out[ys[i], xs[i]] = 1
 
-    _KERNELS = SimpleNamespace(fill_holes=fill_holes)
-    return _KERNELS
+    return SimpleNamespace(fill_holes=fill_holes)
 
 
 def clean_halo_px(*, open_px: int, close_px: int, hole_px: int) -> int:

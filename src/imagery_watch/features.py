@@ -17,6 +17,7 @@ Array order is (band, y, x) for images and (y, x) for masks and features. Images
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -392,16 +393,14 @@ def map_bands(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return out
 
 
-_KERNELS = None  # the compiled kernels, made on first use (importing numba takes a while)
 _ROW_SUMS = None  # a kernel the others call: a module global, so that numba's cache holds them
 
 
+@functools.cache  # made once, on first use (importing numba takes a while)
 def _kernels():
     """The compiled (numba) kernels of this module, made or loaded from numba's cache on
     first use. They release the GIL, so worker threads run them in parallel."""
-    global _KERNELS, _ROW_SUMS
-    if _KERNELS is not None:
-        return _KERNELS
+    global _ROW_SUMS
     from types import SimpleNamespace
 
     import numba
@@ -658,9 +657,8 @@ def _kernels():
             for x in range(nx):
                 lo[x] = (np.int32(lr[x]) + 2 * np.int32(lg[x]) + np.int32(lb[x]) + 2) >> 2  # as luminance()
 
-    _KERNELS = SimpleNamespace(block_sums=block_sums, block_stats=block_stats, box_sum=box_sum,
-                               box_max=box_max, box_min=box_min, colour=colour)
-    return _KERNELS
+    return SimpleNamespace(block_sums=block_sums, block_stats=block_stats, box_sum=box_sum,
+                           box_max=box_max, box_min=box_min, colour=colour)
 
 
 def block_stats(image: np.ndarray, factor: int, lut: np.ndarray | None = None) -> tuple:

@@ -107,11 +107,14 @@ class _GroupInputs:
     def rows(self, y0: int, y1: int) -> "_GroupInputs":
         """Rows ``y0..y1`` of the window (grid rows; multiples of the factor from ``row0``)."""
         f = self.analysis.factor
-        a0, a1 = (y0 - self.row0) // f, -(-(y1 - self.row0) // f)
-        an = self.analysis._replace(**{k: getattr(self.analysis, k)[..., a0:a1, :] for k in _ANALYSIS_FIELDS
-                                       if getattr(self.analysis, k) is not None})
+        an = _analysis_window(self.analysis, slice((y0 - self.row0) // f, -(-(y1 - self.row0) // f)), slice(None))
         r = slice(y0 - self.row0, y1 - self.row0)
         return _GroupInputs(y0, self.col0, an, self.valid[r], None if self.farmland is None else self.farmland[r])
+
+
+def _analysis_window(an: AnalysisInputs, ys: slice, xs: slice) -> AnalysisInputs:
+    """Analysis pixels ``ys``, ``xs`` of every array of ``an`` (views)."""
+    return an._replace(**{k: getattr(an, k)[..., ys, xs] for k in _ANALYSIS_FIELDS if getattr(an, k) is not None})
 
 
 def _concat_rows(parts: list) -> _GroupInputs:
@@ -231,10 +234,7 @@ def process_chunk(task: ChunkTask, group: _GroupInputs | None = None) -> dict:
     # the chunk's window (core and halo) in analysis pixels, and its core inside that window
     wy0, wx0 = (y0 - h) // f, (x0 - h) // f
     wy1, wx1 = -(-(y0 + task.height + h) // f), -(-(x0 + task.width + h) // f)
-    an = group.analysis
-    window = an._replace(**{name: getattr(an, name)[..., wy0:wy1, wx0:wx1]
-                            for name in ("before", "after", "fine_before", "fine_after", "valid", "farmland")
-                            if getattr(an, name) is not None})
+    window = _analysis_window(group.analysis, slice(wy0, wy1), slice(wx0, wx1))
     params = DetectorParams.from_dict(task.params)
     acore = (slice(h // f, h // f + -(-task.height // f)), slice(h // f, h // f + -(-task.width // f)))
     coarse = detect_inputs(window, rules=task.rules, params=params, pixel_size_m=task.pixel_size_m, core=acore)
