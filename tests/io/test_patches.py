@@ -185,6 +185,21 @@ def test_pieces_round_trip(tmp_path):
     assert len(load_pieces(tmp_path / "e.npz")) == 0
 
 
+def test_pieces_file_is_one_payload_and_old_files_still_load(tmp_path):
+    p = _pieces(seed=2, row0=0, col0=64)
+    path = tmp_path / "new.npz"
+    save_pieces(p, path)
+    with np.load(path, allow_pickle=False) as data:
+        assert sorted(data.files) == ["layout", "payload"]
+    # a file written before the packed layout (one npz entry per array) reads the same
+    old = tmp_path / "old.npz"
+    np.savez_compressed(old, **p.to_arrays())
+    a, b = load_pieces(path), load_pieces(old)
+    for name, value in a.to_arrays().items():
+        np.testing.assert_array_equal(value, b.to_arrays()[name])
+        assert value.dtype == b.to_arrays()[name].dtype
+
+
 def test_pieces_errors(tmp_path):
     with pytest.raises(InputFileError, match="chunk pieces not found"):
         load_pieces(tmp_path / "nope.npz")
@@ -192,6 +207,10 @@ def test_pieces_errors(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(InputFileError, match="not a valid chunk pieces file"):
         load_pieces(bad)
+    broken = tmp_path / "broken.npz"  # a payload shorter than its layout says
+    np.savez(broken, layout=np.array('[["rule", "|u1", [99], 0]]'), payload=np.zeros(8, np.uint8))
+    with pytest.raises(InputFileError, match="broken.npz: not a valid chunk pieces file"):
+        load_pieces(broken)
     with pytest.raises(OutputError, match="cannot write chunk pieces"):
         save_pieces(_pieces(), tmp_path / "missing" / "x.npz")
 
