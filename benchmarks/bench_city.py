@@ -162,7 +162,7 @@ def decode_floor(city: City, *, chunk_px: int, workers: int, max_chunks: int, ca
     windows = [(max(r0 - halo_px, 0), max(c0 - halo_px, 0), min(r0 + h + halo_px, city.height) - max(r0 - halo_px, 0),
                 min(c0 + w + halo_px, city.width) - max(c0 - halo_px, 0)) for r0, c0, h, w in windows]
     local, opened, guard = threading.local(), [], threading.Lock()
-    env = dict(GDAL_CACHEMAX=cachemax_mb * 1024 * 1024, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
+    env = dict(GDAL_CACHEMAX=cachemax_mb * 1024 * 1024, GDAL_DISABLE_READDIR_ON_OPEN="TRUE")  # as the job
 
     def read(win) -> int:
         r0, c0, h, w = win

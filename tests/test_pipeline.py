@@ -76,6 +76,8 @@ def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job,
     group_tasks = [t for t in stream.data if "process_chunk_group" in t["key"]]
     assert len(group_tasks) >= 2  # blocks of neighbouring chunks, one task each
     assert len({t["worker"] for t in group_tasks}) == 2, "the chunk tasks did not run on both workers"
+    # the workers opened and checked the sheets of both epochs (folders of sheets)
+    assert len([t for t in stream.data if str(t["key"]).startswith("_scan_sheets-")]) == 2
     # each worker imported the code and loaded the kernels before its first chunk task
     warm = {t["worker"]: t["startstops"][0]["start"] for t in stream.data if "warm-up" in str(t["key"])}
     assert set(warm) == {t["worker"] for t in group_tasks}

@@ -35,6 +35,7 @@ from .detect import (AnalysisInputs, DetectorParams, analysis_inputs, detect_hal
 from .errors import ConfigError, GridMismatchError, InputFileError
 from .io.patches import (count_table_rows, read_patches, remove_partial_pieces, snapshot_geopackage,
                          write_patches)
+from .io.integrity import OPEN_ENV
 from .io.rasters import EpochReader, Grid, describe_epoch
 from .io.vectors import rasterise_window, read_layer, write_job_layers
 from .jobs import JobFolder, file_stamp, fingerprint
@@ -147,7 +148,7 @@ def _read_rows(t: ChunkTask, y0: int, y1: int, c0: int, c1: int, f: int) -> list
     valid = np.empty((hh, ww), bool)
     lut = t.normalisation.as_array()
     step = f * max(1, round(STRIP_PX / f))
-    env = rasterio.Env(GDAL_CACHEMAX=t.gdal_cachemax_mb * 1024 * 1024, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
+    env = rasterio.Env(GDAL_CACHEMAX=t.gdal_cachemax_mb * 1024 * 1024, **OPEN_ENV)
     # strips end on multiples of ``step`` grid rows: on tile boundaries when the sheets'
     # tiles divide it and lie on the grid's tile lattice, so that no tile is decoded twice
     edges = [0, *range(step - y0 % step, hh, step), hh]
@@ -518,8 +519,11 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
 
     # read + align: describe and check everything before heavy work
     # unreadable sheets are left out of the mosaics and recorded as not processed (below)
-    before_info = describe_epoch(config.inputs.before, work_dir=folder.work, label="before", skip_unreadable=True)
-    after_info = describe_epoch(config.inputs.after, work_dir=folder.work, label="after", skip_unreadable=True)
+    mapper = _cluster_mapper(client)  # a cluster's workers open the sheets together
+    before_info = describe_epoch(config.inputs.before, work_dir=folder.work, label="before", skip_unreadable=True,
+                                 mapper=mapper)
+    after_info = describe_epoch(config.inputs.after, work_dir=folder.work, label="after", skip_unreadable=True,
+                                mapper=mapper)
     bands = config.inputs.bands
     b_idx = _band_indexes(bands, before_info.count, before_info.source, "before")
     a_idx = _band_indexes(bands, after_info.count, after_info.source, "after")
@@ -878,6 +882,28 @@ def _warm_up_workers(client) -> list:
     except Exception as exc:  # noqa: BLE001 - only a head start: the chunk tasks report real trouble
         log.debug("warming up the workers failed: %s", exc)
         return []
+
+
+#: a cluster opens the sheets of a mosaic in this many batches per worker thread, of at
+#: least :data:`SCAN_BATCH_MIN` sheets (opening one takes about 1 ms)
+SCAN_BATCHES_PER_THREAD = 4
+SCAN_BATCH_MIN = 64
+
+
+def _cluster_mapper(client):
+    """``mapper(func, items)`` that runs ``func`` on batches of ``items`` as tasks of
+    ``client`` (results in order; an exception of a batch is raised here), or None without
+    a client. See :func:`~imagery_watch.io.rasters.describe_epoch`."""
+    if client is None:
+        return None
+
+    def mapper(func, items: list) -> list:
+        threads = max(1, sum(client.nthreads().values()))
+        size = max(SCAN_BATCH_MIN, -(-len(items) // (SCAN_BATCHES_PER_THREAD * threads)))
+        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        return client.gather(client.map(func, batches, pure=False))
+
+    return mapper
 
 
 def process_chunk_group(tasks: list) -> list:

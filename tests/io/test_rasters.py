@@ -21,7 +21,7 @@ def texture(shape, seed=0):
 
 
 def write(path, data, *, x0=ORIGIN[0], y0=ORIGIN[1], res=0.2, crs="EPSG:4549", jpeg=False, invalid_rows=0,
-          dtype="uint8"):
+          dtype="uint8", internal_mask=True):
     count, h, w = data.shape
     prof = dict(driver="GTiff", width=w, height=h, count=count, dtype=dtype,
                 transform=from_origin(x0, y0, res, res), tiled=True, blockxsize=128, blockysize=128)
@@ -31,7 +31,7 @@ def write(path, data, *, x0=ORIGIN[0], y0=ORIGIN[1], res=0.2, crs="EPSG:4549", j
         prof.update(compress="jpeg", photometric="ycbcr")
     else:
         prof.update(compress="deflate", nodata=0)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=internal_mask):
         with rasterio.open(path, "w", **prof) as ds:
             out = data.copy()
             if invalid_rows and not jpeg:
@@ -61,6 +61,49 @@ def test_folder_of_sheets_becomes_one_mosaic_with_masks(tmp_path, jpeg):
     assert valid[48:264, 8:520].all()
     if not jpeg:
         np.testing.assert_array_equal(data[:, 48:264, 8:520], img[:, 40:, :])
+
+
+@pytest.mark.parametrize("folder", [True, False])
+def test_side_car_masks_are_read_with_the_jobs_settings(tmp_path, folder):
+    # masks in .msk side-car files (GDAL_TIFF_INTERNAL_MASK=NO), opened for the first time
+    # under the settings of the job's reads (OPEN_ENV: GDAL told not to list folders)
+    from imagery_watch.io.integrity import OPEN_ENV
+
+    img = texture((3, 256, 512), seed=5)
+    (tmp_path / "sheets").mkdir()
+    write(tmp_path / "sheets" / "a.tif", img[:, :, :256], jpeg=True, invalid_rows=40, internal_mask=False)
+    write(tmp_path / "sheets" / "b.tif", img[:, :, 256:], x0=ORIGIN[0] + 256 * 0.2, jpeg=True, invalid_rows=40,
+          internal_mask=False)
+    assert (tmp_path / "sheets" / "a.tif.msk").exists()
+    epoch = tmp_path / "sheets" if folder else tmp_path / "sheets" / "a.tif"
+    with rasterio.Env(**OPEN_ENV):
+        info = describe_epoch(epoch, work_dir=tmp_path / "work", label="before")
+        data, valid = make_reader(info, plan_grid(info, info).grid, (1, 2, 3)).read(0, 0, info.height, info.width)
+    assert not valid[:40].any() and valid[40:].all()
+
+
+def test_sheets_are_checked_in_batches_through_a_mapper(tmp_path):
+    # how a cluster's workers open the sheets: describe_epoch hands batches to ``mapper``
+    img = texture((3, 128, 512), seed=6)
+    (tmp_path / "sheets").mkdir()
+    for k in range(4):
+        write(tmp_path / "sheets" / f"s{k}.tif", img[:, :, 128 * k:128 * (k + 1)], x0=ORIGIN[0] + 128 * k * 0.2)
+    calls = []
+
+    def one_by_one(func, items):
+        calls.append(len(items))
+        return [func([item]) for item in items]
+
+    plain = describe_epoch(tmp_path / "sheets", work_dir=tmp_path / "w1", label="before")
+    mapped = describe_epoch(tmp_path / "sheets", work_dir=tmp_path / "w2", label="before", mapper=one_by_one)
+    assert calls == [4]
+    assert (mapped.width, mapped.height) == (plain.width, plain.height) == (512, 128)
+    assert mapped.sheets == plain.sheets and len(plain.sheets) == 4
+    # the sources of a VRT epoch too, and a truncated one is named whichever batch holds it
+    (tmp_path / "sheets" / "s2.tif").write_bytes((tmp_path / "sheets" / "s2.tif").read_bytes()[:3000])
+    with pytest.raises(InputFileError, match="s2.tif"):
+        describe_epoch(tmp_path / "w2" / "before.vrt", work_dir=tmp_path / "w3", label="before", mapper=one_by_one)
+    assert calls == [4, 4]
 
 
 def test_reader_window_matches_file(tmp_path):

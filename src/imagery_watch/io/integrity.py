@@ -34,6 +34,10 @@ from ..errors import UnreadableSheetError
 #: errors in later releases). Parallelism here is Dask's, so one GDAL thread per read costs
 #: nothing and keeps read errors errors.
 READ_ENV = {"VRT_NUM_THREADS": 1}
+#: GDAL settings for opening sheets: no listing of the sheet's folder at each open (half
+#: the time of an open in a folder of thousands of sheets). Not ``EMPTY_DIR``: that also
+#: hides side-car files, and a sheet's ``.msk`` mask would read as all valid.
+OPEN_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE"}
 
 #: words of GDAL's decoder messages that mean pixels were not decoded as stored: libjpeg
 #: reports damaged JPEG data as warnings and goes on with grey or garbled blocks
@@ -199,10 +203,9 @@ def find_unreadable_files(paths) -> list:
     list of UnreadableSheet
     """
     out = []
-    # no directory listing per file (GDAL looks for side-car files by listing the folder:
-    # half the time of an open in a folder of thousands of sheets); the pixel reads of the
-    # job run with the same setting
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+    # no directory listing per file (see OPEN_ENV); the pixel reads of the job run with
+    # the same setting
+    with rasterio.Env(**OPEN_ENV):
         for path in paths:
             ds, bad = open_or_report(path)
             if bad:

@@ -28,8 +28,8 @@ from rasterio.windows import Window
 
 from ..errors import GridMismatchError, InputFileError
 from ..jobs import temporary_path
-from .integrity import (READ_ENV, decode_warnings, find_failing_sources, find_unreadable_files, open_or_report,
-                        tiff_truncation, unreadable_sheet, unreadable_sheet_error, vrt_sources)
+from .integrity import (OPEN_ENV, READ_ENV, decode_warnings, find_failing_sources, find_unreadable_files,
+                        open_or_report, tiff_truncation, unreadable_sheet, unreadable_sheet_error, vrt_sources)
 
 log = logging.getLogger(__name__)
 
@@ -137,25 +137,44 @@ def _scan_sheets(files: list) -> tuple:
         A readable sheet without CRS or with a rotated grid.
     """
     metas, unreadable = [], []
-    for f in files:
-        ds, bad = open_or_report(f)
-        if bad:
-            unreadable.append(bad)
-            continue
-        with ds:
-            if ds.crs is None:
-                raise GridMismatchError(
-                    f"{f}: sheet has no CRS; assign one (gdal_edit.py -a_srs EPSG:4549 {f.name})")
-            _check_rotation(f, ds.transform)
-            problem = tiff_truncation(ds, f)
-            if problem:
-                unreadable.append(unreadable_sheet(f, problem, ds))
+    with rasterio.Env(**OPEN_ENV):  # masks in side-car files are found without listing the folder
+        for f in files:
+            ds, bad = open_or_report(f)
+            if bad:
+                unreadable.append(bad)
                 continue
-            flags = ds.mask_flag_enums[0] if ds.count else ()
-            metas.append(dict(path=f, crs=ds.crs, transform=ds.transform, width=ds.width,
-                              height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
-                              per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
-                              block=ds.block_shapes[0]))
+            with ds:
+                if ds.crs is None:
+                    raise GridMismatchError(
+                        f"{f}: sheet has no CRS; assign one (gdal_edit.py -a_srs EPSG:4549 {f.name})")
+                _check_rotation(f, ds.transform)
+                problem = tiff_truncation(ds, f)
+                if problem:
+                    unreadable.append(unreadable_sheet(f, problem, ds))
+                    continue
+                flags = ds.mask_flag_enums[0] if ds.count else ()
+                metas.append(dict(path=f, crs=ds.crs, transform=ds.transform, width=ds.width,
+                                  height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
+                                  per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
+                                  block=ds.block_shapes[0]))
+    return metas, unreadable
+
+
+def _in_batches(func, items: list, mapper) -> list:
+    """``func`` on batches of ``items`` (each call gets a list): its results, in order.
+
+    ``mapper(func, items)`` runs the batches (for example as tasks of a cluster: see
+    ``pipeline.run_detect``); without one, ``func`` gets every item in one call.
+    """
+    return mapper(func, items) if mapper is not None and len(items) > 1 else [func(items)]
+
+
+def _scan_all_sheets(files: list, mapper=None) -> tuple:
+    """:func:`_scan_sheets` on ``files``, in batches through ``mapper`` (:func:`_in_batches`)."""
+    metas, unreadable = [], []
+    for m, u in _in_batches(_scan_sheets, files, mapper):
+        metas += m
+        unreadable += u
     return metas, unreadable
 
 
@@ -198,10 +217,11 @@ def build_mosaic_vrt(folder: str | os.PathLike, vrt_path: str | os.PathLike, *,
     return _write_mosaic_vrt(folder, vrt_path, skip_unreadable=skip_unreadable)[0]
 
 
-def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool) -> tuple:
-    """:func:`build_mosaic_vrt`, also returning the sheets left out: (paths, unreadable)."""
+def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool, mapper=None) -> tuple:
+    """:func:`build_mosaic_vrt`, also returning the sheets left out: (paths, unreadable).
+    ``mapper``: where the sheets are opened (:func:`_in_batches`)."""
     folder = Path(folder)
-    metas, unreadable = _scan_sheets(_sheet_files(folder))
+    metas, unreadable = _scan_all_sheets(_sheet_files(folder), mapper)
     unknown = [u for u in unreadable if u.bounds is None]
     if unreadable and (not skip_unreadable or unknown or not metas):
         raise unreadable_sheet_error(unknown + [u for u in unreadable if u.bounds is not None])
@@ -282,7 +302,7 @@ def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool) -> tuple:
 
 
 def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, label: str,
-                   skip_unreadable: bool = False) -> RasterInfo:
+                   skip_unreadable: bool = False, mapper=None) -> RasterInfo:
     """Open an epoch (file, VRT or folder of sheets), check it and describe it.
 
     Every file is opened and a GeoTIFF's tile index is checked against its size, so a
@@ -300,6 +320,10 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
         For a folder: leave unreadable sheets out of the mosaic and list them in
         ``RasterInfo.unreadable`` instead of refusing the folder. A caller that passes True
         must record their areas as not processed (they read as nodata, never as "no change").
+    mapper : callable, optional
+        ``mapper(func, paths)`` runs ``func`` on batches of the sheet paths (each call gets a
+        list) and returns the results in order: how a cluster's workers open and check the
+        sheets of a large mosaic together. Default: one call in this process.
 
     Raises
     ------
@@ -319,13 +343,13 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
     open_path = src
     if src.is_dir():
         open_path = Path(work_dir) / f"{label}.vrt"
-        sheets, unreadable = _write_mosaic_vrt(src, open_path, skip_unreadable=skip_unreadable)
+        sheets, unreadable = _write_mosaic_vrt(src, open_path, skip_unreadable=skip_unreadable, mapper=mapper)
     with _open(open_path, f"{label} epoch") as ds:
         problem = tiff_truncation(ds, open_path)
         if problem:
             raise unreadable_sheet_error([unreadable_sheet(src, problem, ds)], what=f"{label} epoch")
         if ds.driver == "VRT" and not src.is_dir():
-            bad = find_unreadable_files(vrt_sources(src))
+            bad = [u for part in _in_batches(find_unreadable_files, vrt_sources(src), mapper) for u in part]
             if bad:
                 raise unreadable_sheet_error(bad, what=f"a source of {src.name}")
         if ds.crs is None:
