@@ -508,7 +508,6 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     """
     say = on_event or (lambda msg: log.info("%s", msg))
     t_start = time.perf_counter()
-    warming = _warm_up_workers(client)  # kept until the chunk tasks are queued behind them
     folder = JobFolder(Path(config.job.out))
     folder.prepare()
     model = None
@@ -524,6 +523,7 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
                                  mapper=mapper)
     after_info = describe_epoch(config.inputs.after, work_dir=folder.work, label="after", skip_unreadable=True,
                                 mapper=mapper)
+    warming = _warm_up_workers(client)  # kept until the chunk tasks are queued behind them
     bands = config.inputs.bands
     b_idx = _band_indexes(bands, before_info.count, before_info.source, "before")
     a_idx = _band_indexes(bands, after_info.count, after_info.source, "after")
@@ -869,7 +869,7 @@ def _warm_up_workers(client) -> list:
 
     A fresh worker process otherwise spends its first task importing this package and
     loading the numba kernels from their cache (about 1.3 s): this runs while the job's
-    process describes the mosaics and fits, before any chunk task is sent. Failures are left
+    process fits the shift, normalisation and thresholds, before any chunk task is sent. Failures are left
     to the chunk tasks, which report them; hold the returned futures until those are sent
     (a released future is cancelled).
     """
@@ -897,8 +897,9 @@ def _cluster_mapper(client):
     if client is None:
         return None
 
+    threads = max(1, sum(client.nthreads().values()))
+
     def mapper(func, items: list) -> list:
-        threads = max(1, sum(client.nthreads().values()))
         size = max(SCAN_BATCH_MIN, -(-len(items) // (SCAN_BATCHES_PER_THREAD * threads)))
         batches = [items[i:i + size] for i in range(0, len(items), size)]
         return client.gather(client.map(func, batches, pure=False))
