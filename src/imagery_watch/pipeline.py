@@ -869,9 +869,9 @@ def _warm_up_workers(client) -> list:
 
     A fresh worker process otherwise spends its first task importing this package and
     loading the numba kernels from their cache (about 1.3 s): this runs while the job's
-    process fits the shift, normalisation and thresholds, before any chunk task is sent. Failures are left
-    to the chunk tasks, which report them; hold the returned futures until those are sent
-    (a released future is cancelled).
+    process fits the shift, normalisation and thresholds, before any chunk task is sent.
+    Failures are left to the chunk tasks, which report them; hold the returned futures
+    until those are sent (a released future is cancelled).
     """
     if client is None:
         return []

@@ -198,6 +198,10 @@ def test_pieces_file_is_one_payload_and_old_files_still_load(tmp_path):
     for name, value in a.to_arrays().items():
         np.testing.assert_array_equal(value, b.to_arrays()[name])
         assert value.dtype == b.to_arrays()[name].dtype
+    # what the merge keeps of a chunk does not hold on to the file's whole payload
+    for name in ("rule", "pixel_count", "score_sum", "farmland_px", "approved_px", "before_hist", "after_hist",
+                 "county_px", "anchor"):
+        assert getattr(a, name).base is None or getattr(a, name).base.nbytes == getattr(a, name).nbytes, name
 
 
 def test_pieces_errors(tmp_path):

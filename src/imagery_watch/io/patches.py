@@ -135,12 +135,14 @@ def _pack(arrays: dict) -> dict:
 
 
 def _unpack(layout: str, payload: np.ndarray) -> dict:
-    """The arrays :func:`_pack` packed (views into ``payload``)."""
+    """The arrays :func:`_pack` packed, each a copy that owns its memory: the merge keeps a
+    few numbers per piece of every chunk of a city, and a view would keep the chunk's
+    whole payload (dense seam edges and polygons, about 30 times as much) alive."""
     out = {}
     for name, dtype, shape, offset in json.loads(layout):
         dtype = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
-        out[name] = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
+        out[name] = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
     return out
 
 
