@@ -99,9 +99,22 @@ def test_sheets_are_checked_in_batches_through_a_mapper(tmp_path):
     assert calls == [4]
     assert (mapped.width, mapped.height) == (plain.width, plain.height) == (512, 128)
     assert mapped.sheets == plain.sheets and len(plain.sheets) == 4
+    # a worker that does not see the files (another mount): a set-up fault, never sheets to leave out
+    def unseen(func, items):
+        hidden = tmp_path / "hidden"
+        (tmp_path / "sheets").rename(hidden)
+        try:
+            return [func(items)]
+        finally:
+            hidden.rename(tmp_path / "sheets")
+
+    for epoch in (tmp_path / "sheets", tmp_path / "w2" / "before.vrt"):
+        with pytest.raises(InputFileError, match=r"s0.tif: opens in the job's process but not on a worker.*"
+                                                 r"\(3 more like it\).*same paths"):
+            describe_epoch(epoch, work_dir=tmp_path / "w4", label="before", skip_unreadable=True, mapper=unseen)
     # the sources of a VRT epoch too, and a truncated one is named whichever batch holds it
     (tmp_path / "sheets" / "s2.tif").write_bytes((tmp_path / "sheets" / "s2.tif").read_bytes()[:3000])
-    with pytest.raises(InputFileError, match="s2.tif"):
+    with pytest.raises(InputFileError, match="s2.tif: a source of before.vrt cannot be read"):
         describe_epoch(tmp_path / "w2" / "before.vrt", work_dir=tmp_path / "w3", label="before", mapper=one_by_one)
     assert calls == [4, 4]
 

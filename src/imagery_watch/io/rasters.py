@@ -169,12 +169,37 @@ def _in_batches(func, items: list, mapper) -> list:
     return mapper(func, items) if mapper is not None and len(items) > 1 else [func(items)]
 
 
+def _seen_from_here(unreadable: list, check) -> None:
+    """Check again, in this process, the files that the batches of a ``mapper`` found
+    unreadable (``check(paths)`` gives the unreadable among ``paths``): one that opens here
+    was not seen by a worker of the cluster, which is a set-up fault, not a bad sheet to
+    leave out of the mosaic.
+
+    Raises
+    ------
+    InputFileError
+        Naming the first such file and the fix.
+    """
+    if not unreadable:
+        return
+    still = {u.path for u in check([u.path for u in unreadable])}
+    unseen = [u for u in unreadable if u.path not in still]
+    if unseen:
+        more = f" ({len(unseen) - 1} more like it)" if len(unseen) > 1 else ""
+        raise InputFileError(
+            f"{unseen[0].path}: opens in the job's process but not on a worker of the cluster "
+            f"({unseen[0].reason}){more}; every worker must see the mosaic files at the same paths "
+            "(mount the same share at the same place on every machine)")
+
+
 def _scan_all_sheets(files: list, mapper=None) -> tuple:
     """:func:`_scan_sheets` on ``files``, in batches through ``mapper`` (:func:`_in_batches`)."""
     metas, unreadable = [], []
     for m, u in _in_batches(_scan_sheets, files, mapper):
         metas += m
         unreadable += u
+    if mapper is not None:
+        _seen_from_here(unreadable, lambda paths: _scan_sheets([Path(p) for p in paths])[1])
     return metas, unreadable
 
 
@@ -350,6 +375,8 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
             raise unreadable_sheet_error([unreadable_sheet(src, problem, ds)], what=f"{label} epoch")
         if ds.driver == "VRT" and not src.is_dir():
             bad = [u for part in _in_batches(find_unreadable_files, vrt_sources(src), mapper) for u in part]
+            if mapper is not None:
+                _seen_from_here(bad, find_unreadable_files)
             if bad:
                 raise unreadable_sheet_error(bad, what=f"a source of {src.name}")
         if ds.crs is None:
