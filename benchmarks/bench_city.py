@@ -550,6 +550,8 @@ def main(argv=None) -> int:
     sizes = sorted(float(s) for s in args.sizes.split(",") if s.strip())
     if args.tile_px % 2048:
         raise SystemExit("--tile-px must be a multiple of 2048 (the sheets are 2048 px)")
+    if args.scaling_repeats < 1:
+        raise SystemExit("--scaling-repeats must be at least 1")
     cache = args.cache.resolve()
     work = cache / "runs"
     work.mkdir(parents=True, exist_ok=True)

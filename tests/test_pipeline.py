@@ -64,9 +64,12 @@ def test_chunk_size_does_not_change_the_patches(scene_config, reference_job, chu
     assert_same_patches(read_patches(result.patches_path), reference_job.patches)
 
 
-def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job, tmp_path):
+def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job, tmp_path, monkeypatch):
     from distributed import Client, LocalCluster, get_task_stream
 
+    import imagery_watch.pipeline
+
+    monkeypatch.setattr(imagery_watch.pipeline, "SCAN_BATCH_MIN", 1)  # a batch per sheet: 4 per epoch
     config = scene_config.replace("job", out=tmp_path / "job").replace("processing", chunk_px=512)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -76,10 +79,10 @@ def test_distributed_cluster_gives_the_same_patches(scene_config, reference_job,
     group_tasks = [t for t in stream.data if "process_chunk_group" in t["key"]]
     assert len(group_tasks) >= 2  # blocks of neighbouring chunks, one task each
     assert len({t["worker"] for t in group_tasks}) == 2, "the chunk tasks did not run on both workers"
-    # the workers opened and checked the sheets of both epochs (folders of sheets)
-    assert len([t for t in stream.data if str(t["key"]).startswith("_scan_sheets-")]) == 2
+    # the workers opened and checked the sheets of both epochs (folders of 4 sheets), in batches
+    assert len([t for t in stream.data if str(t["key"]).startswith("_scan_sheets-")]) == 8
     # each worker imported the code and loaded the kernels before its first chunk task
-    warm = {t["worker"]: t["startstops"][0]["start"] for t in stream.data if "warm-up" in str(t["key"])}
+    warm = {t["worker"]: t["startstops"][0]["start"] for t in stream.data if str(t["key"]).startswith("_warm_up-")}
     assert set(warm) == {t["worker"] for t in group_tasks}
     for t in group_tasks:
         assert t["startstops"][0]["start"] >= warm[t["worker"]]

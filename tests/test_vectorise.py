@@ -305,6 +305,17 @@ def test_ellipsoidal_area_is_the_geodesic_area():
     exact = _geodesic_area_m2(geoms, crs)
     np.testing.assert_allclose(fast, exact, rtol=1e-6)  # 0.01 cm2 on a 100 m2 patch
     assert not np.allclose(fast, shapely.area(geoms), rtol=1e-6)  # away from the meridian, plane != ellipsoid
+    # a CRS in feet, and Web Mercator (whose scale factors are those of a sphere): still the
+    # geodesic area, in m2; empty and missing geometries have none
+    for other, box in (("EPSG:2229", shapely.box(6_500_000, 1_800_000, 6_501_000, 1_801_000)),
+                       ("EPSG:3857", shapely.box(13_440_000, 3_600_000, 13_441_000, 3_601_000))):
+        shapes = np.array([box, shapely.Polygon(), None, box.buffer(-100)], dtype=object)
+        got = ellipsoidal_area_m2(shapes, other)
+        want = _geodesic_area_m2(shapes[[0, 3]], pyproj.CRS(other))
+        np.testing.assert_allclose(got[[0, 3]], want, rtol=1e-6)
+        assert got[1] == got[2] == 0
+    assert ellipsoidal_area_m2(np.array([shapely.box(0, 0, 1000, 1000)]), "EPSG:2229")[0] == pytest.approx(
+        1000**2 * (1200 / 3937) ** 2, rel=1e-3)  # a US survey foot is 1200/3937 m
     # a geographic CRS: geodesic areas directly (a 0.001 degree square near Jiaxing, about 10,000 m2)
     square = np.array([shapely.box(120.75, 30.75, 120.751, 30.751)], dtype=object)
     lonlat = ellipsoidal_area_m2(square, "EPSG:4490")

@@ -876,9 +876,8 @@ def _warm_up_workers(client) -> list:
     if client is None:
         return []
     try:
-        return [client.submit(_warm_up, key=f"imagery-watch-warm-up-{address}", workers=[address],
-                              allow_other_workers=False, pure=False)
-                for address in client.scheduler_info().get("workers", {})]
+        return [client.submit(_warm_up, workers=[address], allow_other_workers=False, pure=False)
+                for address in client.nthreads()]  # (scheduler_info() lists 5 workers in some versions)
     except Exception as exc:  # noqa: BLE001 - only a head start: the chunk tasks report real trouble
         log.debug("warming up the workers failed: %s", exc)
         return []

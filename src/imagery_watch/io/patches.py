@@ -113,7 +113,7 @@ def _check_writable_folder(path: Path) -> None:
 # per-chunk pieces
 
 
-#: byte alignment of each array in a pieces file's payload (so loads give aligned views)
+#: byte alignment of each array in a pieces file's payload (each starts on a whole element)
 _PIECES_ALIGN = 8
 
 
@@ -122,11 +122,11 @@ def _pack(arrays: dict) -> dict:
     each array) and ``payload`` (their bytes, one after the other)."""
     layout, parts, offset = [], [], 0
     for name, value in arrays.items():
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value)
         if value.dtype.hasobject:
             raise ValueError(f"pieces array {name!r} holds Python objects")
         layout.append([name, value.dtype.str, list(value.shape), offset])
-        raw = value.view(np.uint8).reshape(-1) if value.size else np.zeros(0, np.uint8)
+        raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)  # (0-d arrays keep their shape above)
         pad = -raw.size % _PIECES_ALIGN
         parts += [raw, np.zeros(pad, np.uint8)]
         offset += raw.size + pad
@@ -166,10 +166,11 @@ def save_pieces(pieces, path: str | os.PathLike) -> None:
         If the file cannot be written.
     """
     path = Path(path)
+    packed = _pack(pieces.to_arrays())
     tmp = _tmp(path)
     try:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **_pack(pieces.to_arrays()))
+            np.savez_compressed(fh, **packed)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -153,7 +153,9 @@ def _scan_sheets(files: list) -> tuple:
                     unreadable.append(unreadable_sheet(f, problem, ds))
                     continue
                 flags = ds.mask_flag_enums[0] if ds.count else ()
-                metas.append(dict(path=f, crs=ds.crs, transform=ds.transform, width=ds.width,
+                # the CRS as WKT: a rasterio CRS takes about 7 ms to unpickle, a cluster's
+                # batches send back one per sheet (see _scan_all_sheets)
+                metas.append(dict(path=f, crs=ds.crs.to_wkt(), transform=ds.transform, width=ds.width,
                                   height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
                                   per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
                                   block=ds.block_shapes[0]))
@@ -188,8 +190,9 @@ def _seen_from_here(unreadable: list, check) -> None:
         more = f" ({len(unseen) - 1} more like it)" if len(unseen) > 1 else ""
         raise InputFileError(
             f"{unseen[0].path}: opens in the job's process but not on a worker of the cluster "
-            f"({unseen[0].reason}){more}; every worker must see the mosaic files at the same paths "
-            "(mount the same share at the same place on every machine)")
+            f"({unseen[0].reason}){more}; check that every worker sees the mosaic files at the same "
+            "paths (the same share mounted at the same place on every machine) and can open them, "
+            "then run the job again")
 
 
 def _scan_all_sheets(files: list, mapper=None) -> tuple:
@@ -200,6 +203,8 @@ def _scan_all_sheets(files: list, mapper=None) -> tuple:
         unreadable += u
     if mapper is not None:
         _seen_from_here(unreadable, lambda paths: _scan_sheets([Path(p) for p in paths])[1])
+    for m in metas:
+        m["crs"] = CRS.from_wkt(m["crs"])  # cached: one parse per distinct WKT
     return metas, unreadable
 
 
