@@ -520,9 +520,9 @@ def run_detect(config: Config, *, client=None, workers: int | None = None,
     # unreadable sheets are left out of the mosaics and recorded as not processed (below)
     mapper = _cluster_mapper(client)  # a cluster's workers open the sheets together
     before_info = describe_epoch(config.inputs.before, work_dir=folder.work, label="before", skip_unreadable=True,
-                                 mapper=mapper, keep_checks=True)
+                                 mapper=mapper)
     after_info = describe_epoch(config.inputs.after, work_dir=folder.work, label="after", skip_unreadable=True,
-                                mapper=mapper, keep_checks=True)
+                                mapper=mapper)
     warming = _warm_up_workers(client)  # kept until the chunk tasks are queued behind them
     bands = config.inputs.bands
     b_idx = _band_indexes(bands, before_info.count, before_info.source, "before")

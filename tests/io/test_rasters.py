@@ -1,7 +1,5 @@
 """Reading epochs: files, folders of sheets, masks, windows beyond the edge, bad inputs."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
@@ -119,47 +117,6 @@ def test_sheets_are_checked_in_batches_through_a_mapper(tmp_path):
     with pytest.raises(InputFileError, match="s2.tif: a source of before.vrt cannot be read"):
         describe_epoch(tmp_path / "w2" / "before.vrt", work_dir=tmp_path / "w3", label="before", mapper=one_by_one)
     assert calls == [4, 4]
-
-
-def test_sheet_checks_are_kept_for_the_next_run(tmp_path, monkeypatch):
-    import imagery_watch.io.integrity
-    import imagery_watch.io.rasters
-
-    img = texture((3, 128, 384), seed=8)
-    (tmp_path / "sheets").mkdir()
-    for k in range(3):
-        write(tmp_path / "sheets" / f"s{k}.tif", img[:, :, 128 * k:128 * (k + 1)], x0=ORIGIN[0] + 128 * k * 0.2)
-    opened = []
-
-    def counting(path, real=imagery_watch.io.integrity.open_or_report):
-        opened.append(Path(path).name)
-        return real(path)
-
-    monkeypatch.setattr(imagery_watch.io.rasters, "open_or_report", counting)
-    monkeypatch.setattr(imagery_watch.io.integrity, "open_or_report", counting)
-    work = tmp_path / "work"
-    first = describe_epoch(tmp_path / "sheets", work_dir=work, label="before", keep_checks=True)
-    assert sorted(opened) == ["s0.tif", "s1.tif", "s2.tif"] and (work / "before.checks.json").exists()
-    opened.clear()
-    again = describe_epoch(tmp_path / "sheets", work_dir=work, label="before", keep_checks=True)
-    assert opened == [] and again == first  # nothing opened, the same description
-    # a VRT epoch's sources too
-    describe_epoch(work / "before.vrt", work_dir=work, label="vrt", keep_checks=True)
-    opened.clear()
-    describe_epoch(work / "before.vrt", work_dir=work, label="vrt", keep_checks=True)
-    assert opened == []
-    # a sheet written again: every sheet is checked again
-    write(tmp_path / "sheets" / "s1.tif", img[:, :, 128:256] // 2, x0=ORIGIN[0] + 128 * 0.2)
-    describe_epoch(tmp_path / "sheets", work_dir=work, label="before", keep_checks=True)
-    assert sorted(opened) == ["s0.tif", "s1.tif", "s2.tif"]
-    # a check that finds an unreadable sheet is not kept: the next run looks again
-    (tmp_path / "sheets" / "s2.tif").write_bytes((tmp_path / "sheets" / "s2.tif").read_bytes()[:3000])
-    for _ in range(2):
-        opened.clear()
-        info = describe_epoch(tmp_path / "sheets", work_dir=work, label="before", keep_checks=True,
-                              skip_unreadable=True)
-        assert [Path(u.path).name for u in info.unreadable] == ["s2.tif"]
-        assert sorted(opened) == ["s0.tif", "s1.tif", "s2.tif"]
 
 
 def test_reader_window_matches_file(tmp_path):

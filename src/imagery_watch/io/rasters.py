@@ -8,9 +8,7 @@ the file themselves: the same code runs on threads or on a ``dask.distributed`` 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -29,10 +27,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..errors import GridMismatchError, InputFileError
-from ..jobs import temporary_path, write_json_atomic
-from .integrity import (OPEN_ENV, READ_ENV, UnreadableSheet, decode_warnings, find_failing_sources,
-                        find_unreadable_files, open_or_report, tiff_truncation, unreadable_sheet,
-                        unreadable_sheet_error, vrt_sources)
+from ..jobs import temporary_path
+from .integrity import (OPEN_ENV, READ_ENV, decode_warnings, find_failing_sources, find_unreadable_files,
+                        open_or_report, tiff_truncation, unreadable_sheet, unreadable_sheet_error, vrt_sources)
 
 log = logging.getLogger(__name__)
 
@@ -198,72 +195,17 @@ def _seen_from_here(unreadable: list, check) -> None:
             "then run the job again")
 
 
-#: format of the files that keep a job's sheet checks (:func:`_checked`)
-_CHECKS_VERSION = 1
-
-
-def _stamps(paths: list) -> list | None:
-    """``[path, size, mtime_ns]`` of each file; None if one cannot be looked at."""
-    try:
-        return [[str(p), st.st_size, st.st_mtime_ns] for p, st in ((p, os.stat(p)) for p in paths)]
-    except OSError:
-        return None
-
-
-def _checked(record: Path | None, paths: list, check, *, keep):
-    """``check(paths)`` (a JSON-able result), or what it gave for the same files before.
-
-    With a ``record`` file, a result for which ``keep(result)`` is true (every file
-    readable) is kept there with the size and modification time of every file, and given
-    again while none of them has changed: a job that is run again (resumed after a kill,
-    or with other rules) does not open every sheet of a city again (about 1 ms a sheet).
-    A file that changed, appeared or went away checks them all again, and so does every
-    run after a check that found an unreadable file (it may have been a passing fault).
-    """
-    stamps = _stamps(paths) if record is not None else None
-    if stamps is not None and record.exists():
-        try:
-            kept = json.loads(record.read_text(encoding="utf-8"))
-            if kept.get("version") == _CHECKS_VERSION and kept.get("stamps") == stamps:
-                log.info("%s: reusing the checks of %d unchanged files", record, len(paths))
-                return kept["result"]
-        except (OSError, ValueError, AttributeError):
-            pass  # an unreadable record is checked again and rewritten
-    result = check(paths)
-    if stamps is not None and keep(result):
-        try:
-            record.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(record, {"version": _CHECKS_VERSION, "stamps": stamps, "result": result})
-        except OSError as exc:
-            log.warning("%s: cannot keep the sheet checks (%s); the next run checks them again", record, exc)
-    return result
-
-
-def _unreadable_from(items: list) -> list:
-    return [UnreadableSheet(**{**u, "bounds": tuple(u["bounds"]) if u["bounds"] is not None else None})
-            for u in items]
-
-
-def _scan_all_sheets(files: list, mapper=None, record: Path | None = None) -> tuple:
-    """:func:`_scan_sheets` on ``files``, in batches through ``mapper`` (:func:`_in_batches`),
-    kept in ``record`` (:func:`_checked`)."""
-
-    def scan(paths: list) -> dict:
-        metas, unreadable = [], []
-        for m, u in _in_batches(_scan_sheets, paths, mapper):
-            metas += m
-            unreadable += u
-        if mapper is not None:
-            _seen_from_here(unreadable, lambda ps: _scan_sheets([Path(p) for p in ps])[1])
-        return {"metas": [{**m, "path": str(m["path"]), "transform": list(m["transform"])[:6],
-                           "dtypes": list(m["dtypes"]), "block": list(m["block"])} for m in metas],
-                "unreadable": [dataclasses.asdict(u) for u in unreadable]}
-
-    result = _checked(record, files, scan, keep=lambda r: not r["unreadable"])
-    metas = [{**m, "path": Path(m["path"]), "crs": CRS.from_wkt(m["crs"]),  # cached: a parse per distinct WKT
-              "transform": Affine(*m["transform"]), "dtypes": tuple(m["dtypes"]), "block": tuple(m["block"])}
-             for m in result["metas"]]
-    return metas, _unreadable_from(result["unreadable"])
+def _scan_all_sheets(files: list, mapper=None) -> tuple:
+    """:func:`_scan_sheets` on ``files``, in batches through ``mapper`` (:func:`_in_batches`)."""
+    metas, unreadable = [], []
+    for m, u in _in_batches(_scan_sheets, files, mapper):
+        metas += m
+        unreadable += u
+    if mapper is not None:
+        _seen_from_here(unreadable, lambda paths: _scan_sheets([Path(p) for p in paths])[1])
+    for m in metas:
+        m["crs"] = CRS.from_wkt(m["crs"])  # cached: one parse per distinct WKT
+    return metas, unreadable
 
 
 def find_unreadable_sheets(folder: str | os.PathLike) -> list:
@@ -305,12 +247,11 @@ def build_mosaic_vrt(folder: str | os.PathLike, vrt_path: str | os.PathLike, *,
     return _write_mosaic_vrt(folder, vrt_path, skip_unreadable=skip_unreadable)[0]
 
 
-def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool, mapper=None, record: Path | None = None) -> tuple:
+def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool, mapper=None) -> tuple:
     """:func:`build_mosaic_vrt`, also returning the sheets left out: (paths, unreadable).
-    ``mapper``: where the sheets are opened (:func:`_in_batches`); ``record``: where their
-    checks are kept (:func:`_checked`)."""
+    ``mapper``: where the sheets are opened (:func:`_in_batches`)."""
     folder = Path(folder)
-    metas, unreadable = _scan_all_sheets(_sheet_files(folder), mapper, record)
+    metas, unreadable = _scan_all_sheets(_sheet_files(folder), mapper)
     unknown = [u for u in unreadable if u.bounds is None]
     if unreadable and (not skip_unreadable or unknown or not metas):
         raise unreadable_sheet_error(unknown + [u for u in unreadable if u.bounds is not None])
@@ -391,7 +332,7 @@ def _write_mosaic_vrt(folder, vrt_path, *, skip_unreadable: bool, mapper=None, r
 
 
 def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, label: str,
-                   skip_unreadable: bool = False, mapper=None, keep_checks: bool = False) -> RasterInfo:
+                   skip_unreadable: bool = False, mapper=None) -> RasterInfo:
     """Open an epoch (file, VRT or folder of sheets), check it and describe it.
 
     Every file is opened and a GeoTIFF's tile index is checked against its size, so a
@@ -413,10 +354,6 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
         ``mapper(func, paths)`` runs ``func`` on batches of the sheet paths (each call gets a
         list) and returns the results in order: how a cluster's workers open and check the
         sheets of a large mosaic together. Default: one call in this process.
-    keep_checks : bool
-        Keep what opening and checking every sheet found in ``work_dir``
-        (``{label}.checks.json``, with each sheet's size and modification time) and reuse it
-        while no sheet has changed, so that a job run again does not open them all again.
 
     Raises
     ------
@@ -434,23 +371,17 @@ def describe_epoch(path: str | os.PathLike, *, work_dir: str | os.PathLike, labe
     sheets: tuple = ()
     unreadable: tuple = ()
     open_path = src
-    record = Path(work_dir) / f"{label}.checks.json" if keep_checks else None
     if src.is_dir():
         open_path = Path(work_dir) / f"{label}.vrt"
-        sheets, unreadable = _write_mosaic_vrt(src, open_path, skip_unreadable=skip_unreadable, mapper=mapper,
-                                               record=record)
+        sheets, unreadable = _write_mosaic_vrt(src, open_path, skip_unreadable=skip_unreadable, mapper=mapper)
     with _open(open_path, f"{label} epoch") as ds:
         problem = tiff_truncation(ds, open_path)
         if problem:
             raise unreadable_sheet_error([unreadable_sheet(src, problem, ds)], what=f"{label} epoch")
         if ds.driver == "VRT" and not src.is_dir():
-            def check(paths: list) -> list:
-                found = [u for part in _in_batches(find_unreadable_files, paths, mapper) for u in part]
-                if mapper is not None:
-                    _seen_from_here(found, find_unreadable_files)
-                return [dataclasses.asdict(u) for u in found]
-
-            bad = _unreadable_from(_checked(record, vrt_sources(src), check, keep=lambda r: not r))
+            bad = [u for part in _in_batches(find_unreadable_files, vrt_sources(src), mapper) for u in part]
+            if mapper is not None:
+                _seen_from_here(bad, find_unreadable_files)
             if bad:
                 raise unreadable_sheet_error(bad, what=f"a source of {src.name}")
         if ds.crs is None:
