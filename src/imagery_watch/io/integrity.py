@@ -186,6 +186,22 @@ def open_or_report(path):
         return None, unreadable_sheet(path, f"cannot open: {exc}")
 
 
+def open_each(paths):
+    """Open each of ``paths`` the way the job opens sheets (:data:`OPEN_ENV`).
+
+    Yields ``(path, dataset, None)``, the dataset open until the next item is asked for,
+    or ``(path, None, UnreadableSheet)`` for a file that does not open.
+    """
+    with rasterio.Env(**OPEN_ENV):
+        for path in paths:
+            ds, bad = open_or_report(path)
+            if bad:
+                yield path, None, bad
+                continue
+            with ds:
+                yield path, ds, None
+
+
 def vrt_sources(vrt_path: str | os.PathLike) -> list:
     """The files a VRT reads from, in order, without repeats."""
     vrt_path = Path(vrt_path)
@@ -206,18 +222,10 @@ def find_unreadable_files(paths) -> list:
     list of UnreadableSheet
     """
     out = []
-    # no directory listing per file (see OPEN_ENV); the pixel reads of the job run with
-    # the same setting
-    with rasterio.Env(**OPEN_ENV):
-        for path in paths:
-            ds, bad = open_or_report(path)
-            if bad:
-                out.append(bad)
-                continue
-            with ds:
-                problem = tiff_truncation(ds, path)
-                if problem:
-                    out.append(unreadable_sheet(path, problem, ds))
+    for path, ds, bad in open_each(paths):  # opened as the pixel reads of the job open them
+        problem = None if bad else tiff_truncation(ds, path)
+        if bad or problem:
+            out.append(bad or unreadable_sheet(path, problem, ds))
     return out
 
 
@@ -246,32 +254,30 @@ def find_failing_sources(path: str | os.PathLike, bounds: tuple, crs: CRS) -> li
         sources = [str(path)]
     failing = []
     with rasterio.Env(**READ_ENV):
-        for src in sources:
-            ds, bad = open_or_report(src)
+        for src, ds, bad in open_each(sources):
             if bad:
                 failing.append(bad)
                 continue
-            with ds:
-                b = bounds
-                if ds.crs is not None and ds.crs != crs:
-                    b = transform_bounds(crs, ds.crs, *bounds, densify_pts=21)
-                inv = ~ds.transform
-                cols, rows = zip(*(inv @ (x, y) for x in (b[0], b[2]) for y in (b[1], b[3])))
-                c0, r0 = max(int(np.floor(min(cols))), 0), max(int(np.floor(min(rows))), 0)
-                c1, r1 = min(int(np.ceil(max(cols))), ds.width), min(int(np.ceil(max(rows))), ds.height)
-                if c1 <= c0 or r1 <= r0:
-                    continue
-                problem = tiff_truncation(ds, src)
-                if problem:
-                    failing.append(unreadable_sheet(src, problem, ds))
-                    continue
-                win = Window(c0, r0, c1 - c0, r1 - r0)
-                try:
-                    with decode_warnings() as warned:
-                        ds.read(window=win)
-                        ds.dataset_mask(window=win)
-                    if warned:
-                        failing.append(unreadable_sheet(src, f"damaged compressed data: {warned[0]}", ds))
-                except RasterioError as exc:
-                    failing.append(unreadable_sheet(src, f"pixel read failed: {exc}", ds))
+            b = bounds
+            if ds.crs is not None and ds.crs != crs:
+                b = transform_bounds(crs, ds.crs, *bounds, densify_pts=21)
+            inv = ~ds.transform
+            cols, rows = zip(*(inv @ (x, y) for x in (b[0], b[2]) for y in (b[1], b[3])))
+            c0, r0 = max(int(np.floor(min(cols))), 0), max(int(np.floor(min(rows))), 0)
+            c1, r1 = min(int(np.ceil(max(cols))), ds.width), min(int(np.ceil(max(rows))), ds.height)
+            if c1 <= c0 or r1 <= r0:
+                continue
+            problem = tiff_truncation(ds, src)
+            if problem:
+                failing.append(unreadable_sheet(src, problem, ds))
+                continue
+            win = Window(c0, r0, c1 - c0, r1 - r0)
+            try:
+                with decode_warnings() as warned:
+                    ds.read(window=win)
+                    ds.dataset_mask(window=win)
+                if warned:
+                    failing.append(unreadable_sheet(src, f"damaged compressed data: {warned[0]}", ds))
+            except RasterioError as exc:
+                failing.append(unreadable_sheet(src, f"pixel read failed: {exc}", ds))
     return failing

@@ -28,8 +28,8 @@ from rasterio.windows import Window
 
 from ..errors import GridMismatchError, InputFileError
 from ..jobs import temporary_path
-from .integrity import (OPEN_ENV, READ_ENV, decode_warnings, find_failing_sources, find_unreadable_files,
-                        open_or_report, tiff_truncation, unreadable_sheet, unreadable_sheet_error, vrt_sources)
+from .integrity import (READ_ENV, decode_warnings, find_failing_sources, find_unreadable_files, open_each,
+                        tiff_truncation, unreadable_sheet, unreadable_sheet_error, vrt_sources)
 
 log = logging.getLogger(__name__)
 
@@ -137,28 +137,25 @@ def _scan_sheets(files: list) -> tuple:
         A readable sheet without CRS or with a rotated grid.
     """
     metas, unreadable = [], []
-    with rasterio.Env(**OPEN_ENV):  # masks in side-car files are found without listing the folder
-        for f in files:
-            ds, bad = open_or_report(f)
-            if bad:
-                unreadable.append(bad)
-                continue
-            with ds:
-                if ds.crs is None:
-                    raise GridMismatchError(
-                        f"{f}: sheet has no CRS; assign one (gdal_edit.py -a_srs EPSG:4549 {f.name})")
-                _check_rotation(f, ds.transform)
-                problem = tiff_truncation(ds, f)
-                if problem:
-                    unreadable.append(unreadable_sheet(f, problem, ds))
-                    continue
-                flags = ds.mask_flag_enums[0] if ds.count else ()
-                # the CRS as WKT: a rasterio CRS takes about 7 ms to unpickle, a cluster's
-                # batches send back one per sheet (see _scan_all_sheets)
-                metas.append(dict(path=f, crs=ds.crs.to_wkt(), transform=ds.transform, width=ds.width,
-                                  height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
-                                  per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
-                                  block=ds.block_shapes[0]))
+    for f, ds, bad in open_each(files):  # masks in side-car files are found without listing the folder
+        if bad:
+            unreadable.append(bad)
+            continue
+        if ds.crs is None:
+            raise GridMismatchError(
+                f"{f}: sheet has no CRS; assign one (gdal_edit.py -a_srs EPSG:4549 {f.name})")
+        _check_rotation(f, ds.transform)
+        problem = tiff_truncation(ds, f)
+        if problem:
+            unreadable.append(unreadable_sheet(f, problem, ds))
+            continue
+        flags = ds.mask_flag_enums[0] if ds.count else ()
+        # the CRS as WKT: a rasterio CRS takes about 7 ms to unpickle, a cluster's
+        # batches send back one per sheet (see _scan_all_sheets)
+        metas.append(dict(path=f, crs=ds.crs.to_wkt(), transform=ds.transform, width=ds.width,
+                          height=ds.height, count=ds.count, dtypes=ds.dtypes, nodata=ds.nodata,
+                          per_dataset=any(getattr(fl, "name", "") == "per_dataset" for fl in flags),
+                          block=ds.block_shapes[0]))
     return metas, unreadable
 
 
